@@ -1,0 +1,36 @@
+"""posepipe: fast top-down human keypoint detection, a drop-in for PaddleX's
+`human_keypoint_detection` pipeline."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from .errors import ConfigError, DeviceError, InputError, ModelError, PosepipeError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "create_pipeline",
+    "ConfigError",
+    "DeviceError",
+    "InputError",
+    "ModelError",
+    "PosepipeError",
+    "__version__",
+]
+
+
+def create_pipeline(
+    pipeline: Optional[str] = "human_keypoint_detection",
+    config: Optional[Dict[str, Any]] = None,
+    device: Optional[str] = None,
+    use_hpip: bool = False,
+    **options: Any,
+):
+    """Build the keypoint pipeline, as `paddlex.create_pipeline` does.
+
+    `pipeline` is the pipeline name or the path of a PaddleX pipeline YAML;
+    `config` (a dict in the same schema) wins over it. Extra keyword options go
+    to `KeypointPipeline` (see its docstring)."""
+    from .pipeline import KeypointPipeline  # lazy: keeps `import posepipe` light
+
+    return KeypointPipeline.from_config(pipeline, config, device=device, use_hpip=use_hpip, **options)

@@ -1,0 +1,7 @@
+"""`python -m posepipe`: the same as the `posepipe` command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

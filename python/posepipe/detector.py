@@ -1,0 +1,134 @@
+"""Person detector: images -> boxes.
+
+Works with PaddleDetection exports that run NMS in the graph (outputs [M,6] rows
+plus a per-image count) and with exports without it (raw boxes [N,A,4] and
+scores [N,C,A]), where our C++ NMS takes over with PP-YOLOE's export settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _kernels
+from .errors import ModelError
+from .models.spec import ModelSpec
+from .runtime.base import Backend
+
+
+@dataclass(frozen=True)
+class NmsSettings:
+    """PP-YOLOE's exported `multiclass_nms3` settings."""
+
+    score_threshold: float = 0.01
+    nms_top_k: int = 1000
+    keep_top_k: int = 100
+    iou_threshold: float = 0.6
+    normalized: bool = True
+
+
+class Detector:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        img_size: Optional[Tuple[int, int]] = None,
+        threshold: Optional[float] = None,
+        nms: NmsSettings = NmsSettings(),
+        num_threads: int = 0,
+    ):
+        if spec.detector is None:
+            raise ModelError(f"{spec.model_dir}: not a detector model (its inference.yml has no Resize step)")
+        self.spec = spec
+        self.backend = backend
+        self.preprocess_spec = spec.detector
+        # img_size is (w, h), as in PaddleX; the resize target is (h, w).
+        self.target_hw = (img_size[1], img_size[0]) if img_size else tuple(spec.detector.target_hw)
+        self.keep_ratio = spec.detector.keep_ratio and img_size is None
+        self.interp = spec.detector.interp if img_size is None else 2
+        self.threshold = spec.draw_threshold if threshold is None else float(threshold)
+        self.nms = nms
+        self.num_threads = num_threads
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
+        p = self.preprocess_spec
+        batch, scales = _kernels.resize_normalize_batch(
+            list(images),
+            self.target_hw[0],
+            self.target_hw[1],
+            self.interp,
+            list(p.mean),
+            list(p.std),
+            bool(p.is_scale),
+            bool(p.to_rgb),
+            self.keep_ratio,
+            self.num_threads,
+        )
+        feeds = {"image": batch, "scale_factor": scales.astype(np.float32)}
+        if "im_shape" in self.backend.input_names:
+            hw = np.array([[batch.shape[2] / 1.0, batch.shape[3] / 1.0]], dtype=np.float32)
+            feeds["im_shape"] = np.repeat(hw, len(images), axis=0)
+        return {name: feeds[name] for name in self.backend.input_names}
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        return self.backend.run(feeds)
+
+    def postprocess(
+        self, outputs: List[np.ndarray], image_sizes: Sequence[Tuple[int, int]], threshold: Optional[float] = None
+    ) -> List[np.ndarray]:
+        """Per image: [M,6] float32 rows (class, score, x1, y1, x2, y2), kept
+        above the threshold and clipped to the image, in the model's order."""
+        rows, counts = self._rows_and_counts(outputs, len(image_sizes))
+        threshold = self.threshold if threshold is None else float(threshold)
+        per_image = np.split(rows, np.cumsum(counts)[:-1]) if len(counts) else []
+        return [clip_and_filter(r, hw, threshold) for r, hw in zip(per_image, image_sizes)]
+
+    def detect(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]:
+        if not images:
+            return []
+        outputs = self.infer(self.preprocess(images))
+        return self.postprocess(outputs, [im.shape[:2] for im in images], threshold)
+
+    def _rows_and_counts(self, outputs: List[np.ndarray], n_images: int) -> Tuple[np.ndarray, np.ndarray]:
+        first = outputs[0]
+        if first.ndim == 2 and first.shape[-1] == 6:
+            counts = np.asarray(outputs[1]).reshape(-1).astype(np.int64) if len(outputs) > 1 else np.array([len(first)])
+            if len(counts) != n_images or counts.sum() != len(first):
+                raise ModelError(
+                    f"{self.spec.model_dir}: detector returned {len(first)} boxes with counts {counts.tolist()} "
+                    f"for {n_images} images"
+                )
+            return first.astype(np.float32, copy=False), counts
+        if first.ndim == 3 and len(outputs) > 1 and outputs[1].ndim == 3:
+            boxes, scores = outputs[0], outputs[1]
+            s = self.nms
+            rows, counts = _kernels.multiclass_nms(
+                np.ascontiguousarray(boxes, dtype=np.float32),
+                np.ascontiguousarray(scores, dtype=np.float32),
+                s.score_threshold,
+                s.nms_top_k,
+                s.keep_top_k,
+                s.iou_threshold,
+                s.normalized,
+            )
+            return rows, counts.astype(np.int64)
+        shapes = [tuple(o.shape) for o in outputs]
+        raise ModelError(
+            f"{self.spec.model_dir}: unrecognised detector outputs {shapes}; expected [M,6] + counts "
+            "(NMS in the graph) or boxes [N,A,4] + scores [N,C,A]"
+        )
+
+
+def clip_and_filter(rows: np.ndarray, image_hw: Tuple[int, int], threshold: float) -> np.ndarray:
+    """PaddleX's detector post-processing: score strictly above the threshold,
+    a valid class, coordinates clipped to the image, empty boxes dropped."""
+    keep = (rows[:, 1] > threshold) & (rows[:, 0] > -1)
+    rows = rows[keep].copy()
+    h, w = image_hw
+    # Only the low sides are clamped at 0 and only the high sides at the image
+    # size, exactly as PaddleX does; an inverted box is then dropped.
+    np.maximum(rows[:, 2:4], 0, out=rows[:, 2:4])
+    np.minimum(rows[:, 4], w, out=rows[:, 4])
+    np.minimum(rows[:, 5], h, out=rows[:, 5])
+    valid = (rows[:, 4] > rows[:, 2]) & (rows[:, 5] > rows[:, 3])
+    return rows[valid]

@@ -1,0 +1,83 @@
+"""Top-down keypoint model: person boxes -> COCO-17 keypoints in image pixels.
+
+Unlike PaddleX, which runs the model once per person, every person of a batch of
+images goes through one warp call and as few model calls as the batch limit
+allows."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _kernels
+from .crops import boxes_to_center_scale, make_crops
+from .errors import ModelError
+from .models.spec import ModelSpec
+from .runtime.base import Backend
+
+# Left/right joint pairs of COCO-17, swapped when a flipped crop's heatmaps are mirrored back.
+COCO_FLIP_PAIRS = np.array(
+    [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]], dtype=np.int32
+)
+
+
+class KeypointModel:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        flip: bool = False,
+        use_udp: Optional[bool] = None,
+        max_batch: int = 32,
+        num_threads: int = 0,
+    ):
+        if spec.keypoint is None:
+            raise ModelError(f"{spec.model_dir}: not a top-down keypoint model (no TopDownEvalAffine in inference.yml)")
+        self.spec = spec
+        self.backend = backend
+        self.preprocess_spec = spec.keypoint
+        self.input_wh: Tuple[int, int] = tuple(spec.keypoint.input_wh)
+        self.flip = bool(flip)
+        self.use_udp = spec.keypoint.use_udp if use_udp is None else bool(use_udp)
+        # PaddleX shifts flipped heatmaps by one pixel for PP-TinyPose models only, chosen by name.
+        self.shift_flipped = "PP-TinyPose" in spec.model_name
+        self.max_batch = max(1, int(max_batch))
+        self.num_threads = num_threads
+        self.input_name = backend.input_names[0]
+
+    def crops(
+        self, images: Sequence[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centers, scales = boxes_to_center_scale(boxes, self.input_wh)
+        p = self.preprocess_spec
+        crops = make_crops(
+            images, image_index, centers, scales, self.input_wh, self.use_udp,
+            p.mean, p.std, p.is_scale, self.num_threads,
+        )
+        return crops, centers, scales
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        heatmaps = self._run_batched(crops)
+        if self.flip:
+            flipped = self._run_batched(np.ascontiguousarray(crops[..., ::-1]))
+            heatmaps = _kernels.average_flip(heatmaps, flipped, COCO_FLIP_PAIRS, self.shift_flipped)
+        return heatmaps
+
+    def decode(self, heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return _kernels.decode_heatmaps(
+            heatmaps, centers.astype(np.float64), scales.astype(np.float64), True, 3, self.num_threads
+        )
+
+    def predict(self, images: Sequence[np.ndarray], image_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """[P,17,3] (x, y, score) for P boxes; image_index[i] picks the image of box i."""
+        if len(boxes) == 0:
+            return np.zeros((0, 17, 3), dtype=np.float32)
+        crops, centers, scales = self.crops(images, image_index, boxes)
+        return self.decode(self.heatmaps(crops), centers, scales)
+
+    def _run_batched(self, crops: np.ndarray) -> np.ndarray:
+        parts = []
+        for start in range(0, len(crops), self.max_batch):
+            chunk = np.ascontiguousarray(crops[start : start + self.max_batch])
+            parts.append(np.asarray(self.backend.run({self.input_name: chunk})[0], dtype=np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

@@ -1,0 +1,192 @@
+"""KeypointResult: PaddleX's pipeline result, field for field, with its
+print / json / img / save_to_* methods and their file naming.
+
+The dict holds what PaddleX's holds: `input_path`, `input_img` (the BGR image;
+left out of print and json, as PaddleX does) and `boxes`, each box
+{coordinate, det_score, keypoints [17,3] float32, kpt_score}. A failed input
+also has `error` and no boxes."""
+from __future__ import annotations
+
+import json
+import os
+import mimetypes
+import random
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .draw import draw_keypoints
+
+PathLike = Union[str, os.PathLike]
+
+
+class KeypointResult(dict):
+    def __init__(
+        self,
+        input_path: Optional[str],
+        input_img: Optional[np.ndarray],
+        boxes: List[Dict[str, Any]],
+        error: Optional[str] = None,
+    ):
+        super().__init__(input_path=input_path, input_img=input_img, boxes=boxes)
+        if error is not None:
+            self["error"] = error
+        # Backends, timings and the like: for the caller, never in print or json.
+        self.metadata: Dict[str, Any] = {}
+        self._random_name: Optional[str] = None
+
+    @classmethod
+    def from_arrays(
+        cls, input_path: Optional[str], image: np.ndarray, rows: np.ndarray, keypoints: np.ndarray
+    ) -> "KeypointResult":
+        """rows: the detector's [M, 6] (class, score, x1, y1, x2, y2) in image
+        pixels; keypoints: [M, K, 3] (x, y, score) for the same persons."""
+        height, width = image.shape[:2]
+        keypoints = np.asarray(keypoints, dtype=np.float32)
+        boxes = []
+        for row, kpts in zip(np.asarray(rows, dtype=np.float32), keypoints):
+            x1, y1, x2, y2 = (float(v) for v in row[2:6])
+            boxes.append(
+                {
+                    # PaddleX clips with max(0, x1) and min(w, x2), which leaves
+                    # the int 0 / w / h where a box touches the border (json
+                    # writes `480`, not `480.0`); the same rule here.
+                    "coordinate": [
+                        x1 if x1 > 0 else 0,
+                        y1 if y1 > 0 else 0,
+                        x2 if x2 < width else width,
+                        y2 if y2 < height else height,
+                    ],
+                    "det_score": float(row[1]),
+                    "keypoints": kpts,
+                    # PaddleX's mean of the joint scores, in float32.
+                    "kpt_score": float(kpts[:, 2].mean()),
+                }
+            )
+        return cls(input_path, image, boxes)
+
+    @classmethod
+    def failed(cls, input_path: Optional[str], error: str) -> "KeypointResult":
+        return cls(input_path, None, [], error=error)
+
+    @property
+    def error(self) -> Optional[str]:
+        return self.get("error")
+
+    # --- text ----------------------------------------------------------------
+
+    def _public(self) -> Dict[str, Any]:
+        """The fields print and json show: all but the image."""
+        return {k: v for k, v in self.items() if k != "input_img"}
+
+    @property
+    def str(self) -> Dict[str, Any]:
+        return {"res": self._public()}
+
+    def to_text(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> str:
+        if json_format:
+            return json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii)
+        # PaddleX shortens arrays this way (it sets numpy's print options globally; here only for this call).
+        with np.printoptions(threshold=1, edgeitems=1):
+            return str(self.str)
+
+    def print(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> None:
+        """Write the result to stderr as PaddleX's print does: `{'res': {...}}`,
+        or JSON with json_format=True."""
+        sys.stderr.write(colour(self.to_text(json_format, indent, ensure_ascii), sys.stderr) + "\n")
+
+    @property
+    def json(self) -> Dict[str, Any]:
+        return {"res": to_jsonable(self._public())}
+
+    def save_to_json(self, save_path: PathLike, indent: int = 4, ensure_ascii: bool = False) -> Path:
+        """To `save_path` if it names a .json file, else to `{save_path}/{stem}_res.json`."""
+        target = Path(save_path)
+        if mimetypes.guess_type(str(target))[0] != "application/json":
+            target = target / f"{Path(self._input_name()).stem}_res.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            json.dump(self.json["res"], f, indent=indent, ensure_ascii=ensure_ascii)
+        return target
+
+    # --- image ---------------------------------------------------------------
+
+    @property
+    def img(self) -> Dict[str, Image.Image]:
+        """{"res": the image with the skeletons drawn}; {} for a failed input."""
+        image = self.get("input_img")
+        if image is None:
+            return {}
+        boxes = self["boxes"]
+        if boxes:
+            image = draw_keypoints(image, np.stack([b["keypoints"] for b in boxes]))
+        return {"res": Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))}
+
+    def save_to_img(self, save_path: PathLike) -> Optional[Path]:
+        """To `save_path` if it names an image file, else to
+        `{save_path}/{stem}_res{suffix}`, the suffix the input's (".png" for
+        arrays and non-image names), as PaddleX. Nothing for a failed input."""
+        images = self.img
+        if not images:
+            return None
+        target = Path(save_path)
+        if not _is_image_name(target):
+            name = Path(self._input_name())
+            suffix = name.suffix if _is_image_name(name) else ".png"
+            target = target / f"{name.stem}_res{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images["res"].save(target)
+        return target
+
+    def save_all(self, save_path: PathLike) -> None:
+        """save_to_json and save_to_img, as PaddleX's save_all."""
+        self.save_to_json(save_path)
+        self.save_to_img(save_path)
+
+    def _input_name(self) -> str:
+        """The file name saved files are named after."""
+        path = self.get("input_path")
+        if isinstance(path, str) and path.lower().startswith(("http://", "https://")):
+            # The URL's own file name, without query or fragment.
+            path = urllib.parse.urlsplit(path).path
+        name = Path(path).name if path else ""
+        if not name:
+            # PaddleX's name for inputs without a file name: time and a random number,
+            # drawn once per result so its json and image share it.
+            if self._random_name is None:
+                self._random_name = f"{int(time.time())}_{random.randint(1000, 9999)}"
+            name = self._random_name
+        return name
+
+
+def _is_image_name(path: Path) -> bool:
+    mime = mimetypes.guess_type(str(path))[0]
+    return mime is not None and mime.startswith("image/")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars and arrays to Python numbers and lists, recursively."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def colour(text: str, stream: Any) -> str:
+    """PaddleX prints results in green; here only when the stream is a terminal,
+    so files and pipes get plain text."""
+    isatty = getattr(stream, "isatty", None)
+    return f"\x1b[32m{text}\x1b[0m" if isatty is not None and isatty() else text

@@ -1,0 +1,187 @@
+"""Paddle Inference backend (zero-copy tensors, one predictor per model).
+
+CPU and oneDNN, as measured on Paddle 3.3.1 (2-core CPU; full table in
+runtime/README.md):
+* oneDNN is much faster on every model we have (PP-TinyPose and MoveNet
+  batches of 8: 2-8x; detectors: ~1.5-5x) and agrees with the plain CPU
+  kernels to ~1e-5 (float summation order), so `use_onednn=None` turns it on.
+* oneDNN cannot execute the `*_interp` ops of PIR programs (Paddle issue
+  #79749: "ConvertPirAttribute2RuntimeAttribute not support
+  ArrayAttribute<DoubleAttribute>"); PP-YOLOE's neck and PP-TinyPose's
+  LiteHRNet use them. Deleting `onednn_placement_pass` keeps the fused oneDNN
+  convolutions (created by the fuse passes) and leaves the remaining ops,
+  interpolation included, on Paddle's native kernels. It was measured to be as
+  fast as full placement where both run, so it costs nothing.
+* oneDNN's conv + leaky_relu fusion segfaults at predictor creation; only
+  deleting `conv2d_bias_fuse_pass` avoids it, which leaves little oneDNN
+  benefit, so such models stay on the plain kernels unless forced.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict, List, Mapping, Tuple
+
+import numpy as np
+
+from ..errors import ConfigError, ModelError
+from ..models.spec import ModelSpec
+from .base import Backend, BackendUnavailable, RuntimeOptions
+
+log = logging.getLogger("posepipe")
+
+INSTALL_HINT = (
+    "the paddle backend needs paddlepaddle: pip install paddlepaddle (CPU) or paddlepaddle-gpu "
+    "(NVIDIA GPU, see https://www.paddlepaddle.org.cn/install), or pip install 'posepipe[paddle]'"
+)
+INTERP_WORKAROUND_PASS = "onednn_placement_pass"
+LEAKY_RELU_WORKAROUND_PASS = "conv2d_bias_fuse_pass"
+
+
+def import_paddle_inference():
+    try:
+        import paddle.inference as paddle_inference
+    except ImportError as e:
+        raise BackendUnavailable(f"{INSTALL_HINT} ({e})") from e
+    return paddle_inference
+
+
+def auto_onednn(spec: ModelSpec) -> Tuple[bool, str]:
+    """Whether oneDNN should run this model on CPU, and why (for describe())."""
+    if not _onednn_built():
+        return False, "paddlepaddle was built without oneDNN"
+    if spec.has_leaky_relu:
+        return False, "leaky_relu: oneDNN's conv+leaky_relu fusion crashes on Paddle 3.3"
+    return True, "oneDNN is faster and matches the plain kernels to ~1e-5"
+
+
+def onednn_deleted_passes(spec: ModelSpec) -> List[str]:
+    """Passes to delete so that oneDNN can run this program at all."""
+    passes = []
+    if spec.has_interpolate:
+        passes.append(INTERP_WORKAROUND_PASS)
+    if spec.has_leaky_relu:
+        passes.append(LEAKY_RELU_WORKAROUND_PASS)
+    return passes
+
+
+class PaddleBackend(Backend):
+    name = "paddle"
+
+    def __init__(self, spec: ModelSpec, options: RuntimeOptions):
+        paddle_inference = import_paddle_inference()
+        self.spec = spec
+        self.options = options
+        self._settings: Dict[str, Any] = {}
+        config = paddle_inference.Config(str(spec.program_path), str(spec.params_path))
+        _DEVICE_SETUP.get(options.device.kind, PaddleBackend._setup_custom_device)(self, config)
+        # PIR programs (inference.json) need the new IR; PaddleX enables it for
+        # legacy .pdmodel files too. Memory optimisation fails without it.
+        config.enable_new_ir(True)
+        config.enable_new_executor()
+        config.switch_ir_optim(True)
+        if options.enable_memory_optim:
+            config.enable_memory_optim()
+        config.disable_glog_info()
+        if options.use_hpip:
+            log.info("posepipe: use_hpip has no separate plugin here; Paddle Inference runs with posepipe's tuned settings")
+        try:
+            self._predictor = paddle_inference.create_predictor(config)
+        except Exception as e:  # Paddle raises assorted C++-mapped types
+            raise ModelError(f"{spec.model_dir}: Paddle Inference cannot load this model: {e}") from e
+        self.input_names = list(self._predictor.get_input_names())
+        self.output_names = list(self._predictor.get_output_names())
+        self._inputs = {n: self._predictor.get_input_handle(n) for n in self.input_names}
+        self._outputs = [self._predictor.get_output_handle(n) for n in self.output_names]
+        # A predictor is not thread-safe; serving may call one backend from several threads.
+        self._lock = threading.Lock()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ModelError(f"{self.spec.model_dir}: missing model input(s) {missing}; the model takes {self.input_names}")
+        with self._lock:
+            for name, handle in self._inputs.items():
+                handle.copy_from_cpu(np.ascontiguousarray(inputs[name]))
+            try:
+                self._predictor.run()
+            except Exception as e:
+                raise ModelError(f"{self.spec.model_dir}: Paddle Inference failed to run the model: {e}") from e
+            return [h.copy_to_cpu() for h in self._outputs]
+
+    def describe(self) -> Dict[str, Any]:
+        import paddle
+
+        return {
+            "backend": self.name,
+            "paddle": paddle.__version__,
+            "model_dir": str(self.spec.model_dir),
+            "device": str(self.options.device),
+            **self._settings,
+        }
+
+    # --- per-device configuration ---------------------------------------------
+
+    def _setup_cpu(self, config) -> None:
+        opts = self.options
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(opts.cpu_threads)
+        if opts.use_onednn is None:
+            onednn, why = auto_onednn(self.spec)
+        else:
+            onednn, why = opts.use_onednn, "set by the caller"
+            if onednn and not _onednn_built():
+                raise ConfigError("use_onednn=True, but this paddlepaddle was built without oneDNN")
+        deleted: List[str] = []
+        if onednn:
+            _first(config, "enable_onednn", "enable_mkldnn")()
+            _first(config, "set_onednn_cache_capacity", "set_mkldnn_cache_capacity")(opts.onednn_cache_capacity)
+            deleted = onednn_deleted_passes(self.spec)
+            for name in deleted:
+                config.delete_pass(name)
+        else:
+            _first(config, "disable_onednn", "disable_mkldnn")()
+        self._settings.update(cpu_threads=opts.cpu_threads, onednn=onednn, onednn_reason=why, deleted_passes=deleted)
+
+    def _setup_gpu(self, config) -> None:
+        # TensorRT hook: spec.hpi_dynamic_shapes holds the min/opt/max shapes
+        # `enable_tensorrt_engine` + `set_trt_dynamic_shape_info` would need.
+        _first(config, "disable_onednn", "disable_mkldnn")()
+        config.enable_use_gpu(self.options.gpu_memory_mb, self.options.device.index)
+        if self.options.device.kind == "dcu":
+            # PaddleX deletes these on ROCm builds; they miscompile there.
+            config.delete_pass("conv2d_add_act_fuse_pass")
+            config.delete_pass("conv2d_add_fuse_pass")
+        self._settings.update(gpu_memory_mb=self.options.gpu_memory_mb)
+
+    def _setup_xpu(self, config) -> None:
+        config.enable_xpu()
+        config.set_xpu_device_id(self.options.device.index)
+
+    def _setup_custom_device(self, config) -> None:
+        # npu, mlu, gcu, ...: Paddle's custom-device plugins.
+        config.enable_custom_device(self.options.device.kind, self.options.device.index)
+
+
+_DEVICE_SETUP = {
+    "cpu": PaddleBackend._setup_cpu,
+    "gpu": PaddleBackend._setup_gpu,
+    "dcu": PaddleBackend._setup_gpu,
+    "xpu": PaddleBackend._setup_xpu,
+}
+
+
+def _first(obj, *names):
+    """The first of these methods the installed Paddle has (3.3 renamed mkldnn -> onednn)."""
+    for name in names:
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    raise AttributeError(f"paddle.inference.Config has none of {names}")
+
+
+def _onednn_built() -> bool:
+    import paddle
+
+    core = paddle.base.core
+    check = getattr(core, "is_compiled_with_onednn", None) or getattr(core, "is_compiled_with_mkldnn", None)
+    return bool(check()) if check else True

@@ -1,0 +1,211 @@
+"""A stand-in pipeline for testing HTTP clients and the server itself without
+models: `FakePipeline` has the real pipeline's `predict_frames` and returns
+results shaped like `KeypointResult` (`boxes`, `.img["res"]`), computed
+deterministically from the pixels, after a configurable "inference" delay.
+
+    from posepipe.serving import serve, ServingSettings
+    from posepipe.serving.testing import FakePipeline
+    serve(FakePipeline(batch_delay_ms=20), ServingSettings(port=8080))
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+class FakeResult(dict):
+    @property
+    def img(self) -> Dict[str, Any]:
+        from PIL import Image
+
+        return {"res": Image.fromarray(np.ascontiguousarray(self["input_img"][..., ::-1]))}
+
+
+class FakePipeline:
+    """One "person" per image whose box spans the image, with det_score the
+    mean brightness (0..1) and 17 keypoints placed from the column means; an
+    image darker than det_threshold has no person. Each call sleeps
+    `batch_delay_ms + image_delay_ms * len(frames)`."""
+
+    def __init__(
+        self,
+        batch_delay_ms: float = 0.0,
+        image_delay_ms: float = 0.0,
+        fail_widths: Sequence[int] = (),
+        first_call_delay_ms: float = 0.0,
+    ):
+        self.first_call_delay_s = first_call_delay_ms / 1000.0
+        self.batch_delay_s = batch_delay_ms / 1000.0
+        self.image_delay_s = image_delay_ms / 1000.0
+        # Images of these widths raise (to test how a failing batch is isolated).
+        self.fail_widths = set(fail_widths)
+        self.batch_sizes: List[int] = []
+        self._busy = threading.Lock()
+
+    def predict_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[FakeResult]:
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
+        try:
+            delay = self.batch_delay_s + self.image_delay_s * len(frames)
+            if not self.batch_sizes:
+                delay += self.first_call_delay_s
+            self.batch_sizes.append(len(frames))
+            if delay:
+                time.sleep(delay)
+            return [self._one(frame.image, frame.input_path, det_threshold) for frame in frames]
+        finally:
+            self._busy.release()
+
+    def _one(self, image: np.ndarray, input_path: Optional[str], det_threshold: Optional[float]) -> FakeResult:
+        h, w = image.shape[:2]
+        if w in self.fail_widths:
+            raise ValueError(f"FakePipeline: refusing an image of width {w}")
+        score = float(image.mean()) / 255.0
+        boxes = []
+        if det_threshold is None or score >= det_threshold:
+            columns = image.mean(axis=(0, 2)) / 255.0
+            xs = np.linspace(0, w - 1, 17, dtype=np.float32)
+            ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
+            kpts = np.stack([xs, ys, np.full(17, score, np.float32)], axis=1).astype(np.float32)
+            boxes.append(
+                {"coordinate": [0.0, 0.0, float(w), float(h)], "det_score": score, "keypoints": kpts,
+                 "kpt_score": float(kpts[:, 2].mean())}
+            )
+        return FakeResult(input_path=input_path, input_img=image, boxes=boxes)
+
+
+# --- a server in a subprocess, for tests ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A posepipe server in a child process on 127.0.0.1, its log in a file.
+
+        with ServerProcess.fake(tmp_path, {"max_batch": 4}, {"batch_delay_ms": 5}) as server:
+            httpx.get(server.url + "/health")
+    """
+
+    def __init__(self, argv: List[str], log_path: Path, port: int, env: Optional[Dict[str, str]] = None):
+        self.argv = argv
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = Path(log_path)
+        self._env = env
+        self.process: Optional[subprocess.Popen] = None
+
+    @classmethod
+    def fake(cls, log_dir: Path, settings: Optional[Dict[str, Any]] = None, fake: Optional[Dict[str, Any]] = None,
+             name: str = "fake") -> "ServerProcess":
+        """Serve a FakePipeline(**fake) with ServingSettings(**settings)."""
+        port = free_port()
+        merged = {"host": "127.0.0.1", "port": port, **(settings or {})}
+        argv = [sys.executable, "-m", "posepipe.serving.testing", json.dumps(merged), json.dumps(fake or {})]
+        return cls(argv, Path(log_dir) / f"{name}-{port}.log", port)
+
+    @classmethod
+    def cli(cls, log_dir: Path, args: Sequence[str], name: str = "cli") -> "ServerProcess":
+        """`python -m posepipe serve ARGS --host 127.0.0.1 --port <free>`."""
+        port = free_port()
+        argv = [sys.executable, "-m", "posepipe", "serve", *args, "--host", "127.0.0.1", "--port", str(port)]
+        return cls(argv, Path(log_dir) / f"{name}-{port}.log", port)
+
+    def start(self, wait: str = "ready", timeout: float = 60.0) -> "ServerProcess":
+        """Start; wait until /health (wait="health") or /ready (wait="ready") says 200."""
+        import httpx
+
+        env = dict(os.environ if self._env is None else self._env)
+        # The child imports the same posepipe as this process (source tree or installed).
+        import posepipe
+
+        package_root = str(Path(posepipe.__file__).absolute().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        path = "/ready" if wait == "ready" else "/health"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_text()[-4000:]}")
+            try:
+                if httpx.get(self.url + path, timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        raise TimeoutError(f"server not up on {path} after {timeout} s:\n{self.log_text()[-4000:]}")
+
+    def rss_bytes(self) -> int:
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> Optional[int]:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not self._log_file.closed:
+            self._log_file.close()
+        return self.process.returncode
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_records(self) -> List[Dict[str, Any]]:
+        """The JSON log lines (other lines skipped)."""
+        records = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    pass
+        return records
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _main(argv: List[str]) -> int:
+    from .server import serve
+    from .settings import ServingSettings
+
+    settings = ServingSettings(**json.loads(argv[0])) if argv else ServingSettings()
+    fake = FakePipeline(**json.loads(argv[1])) if len(argv) > 1 else FakePipeline()
+    return serve(fake, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""Fixtures shared by all test files. Keep this small: a fixture used by one
+file belongs in that file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """`../shared` next to the repo: the test models, photos and references.
+    Its absence is a broken checkout, so it fails the test instead of skipping."""
+    path = REPO.parent / "shared"
+    if not (path / "models").is_dir():
+        pytest.fail(f"test assets missing: {path} (with models/ and photos/) must sit next to the repo at {REPO}")
+    return path
+
+
+def real_models_config(shared_dir: Path) -> dict:
+    """PaddleX's pipeline config for the real models in ../shared/models/real,
+    with the official names those models stand in for."""
+    root = shared_dir / "models" / "real"
+    return {
+        "pipeline_name": "human_keypoint_detection",
+        "SubModules": {
+            "ObjectDetection": {
+                "module_name": "object_detection",
+                "model_name": "PP-YOLOE-S_human",
+                "model_dir": str(root / "person_detector_nanodet"),
+                "batch_size": 1,
+                "threshold": None,
+                "img_size": None,
+            },
+            "KeypointDetection": {
+                "module_name": "keypoint_detection",
+                "model_name": "PP-TinyPose_256x192",
+                "model_dir": str(root / "keypoint_movenet_thunder"),
+                "batch_size": 1,
+                "flip": False,
+                "use_udp": None,
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def real_config(shared_dir) -> dict:
+    return real_models_config(shared_dir)

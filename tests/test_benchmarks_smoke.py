@@ -1,0 +1,51 @@
+"""benchmarks/run.py --quick runs (posepipe alone) and writes the results it promises."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def positive(stats):
+    return stats["min_ms"] > 0 and stats["median_ms"] >= stats["min_ms"]
+
+
+def test_quick_benchmark_writes_json_table_and_chart(tmp_path):
+    cmd = [sys.executable, "benchmarks/run.py", "--quick", "--no-peer", "--out", str(tmp_path), "--name", "smoke"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "End to end" in done.stdout and "Targets" in done.stdout
+    assert (tmp_path / "smoke.png").stat().st_size > 0
+
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    suite = results["suites"]["real"]
+    assert suite["paddlex"]["status"].startswith("not measured")
+    for row in suite["photos"]:
+        assert row["persons"]["posepipe"] >= 1
+        assert positive(row["e2e"]["posepipe"])
+        assert positive(row["floor"]["det_model"]) and positive(row["floor"]["kpt_model"])
+        assert 0 < row["floor"]["total"]["median_ms"] < row["e2e"]["posepipe"]["median_ms"] * 1.5
+        for stage in ("decode", "det_preprocess", "det_infer", "crops", "kpt_infer", "kpt_decode"):
+            assert positive(row["stages"][stage]), stage
+
+    growth = suite["growth"]
+    assert len(growth["points"]) >= 2
+    assert all(positive(p["e2e"]["posepipe"]) for p in growth["points"])
+    assert math.isfinite(growth["slope"]["posepipe"]["ms_per_person"])
+
+    throughput = suite["throughput"]
+    for key in ("posepipe", "posepipe_no_prefetch", "posepipe_det_batch4"):
+        assert throughput[key]["images_per_s"] > 0
+
+    kernels = results["kernels"]["real"]
+    assert set(kernels) == {"det_preprocess", "crops", "heatmap_decode", "flip_average", "nms"}
+    for k in kernels.values():
+        assert positive(k["posepipe"]) and positive(k["reference"]) and k["speedup"] > 0
+        assert math.isfinite(k["max_abs_diff"])
+
+    statuses = [t["status"] for t in results["targets"]]
+    assert len(statuses) == 4 and all(s.split(":")[0] in {"PASS", "FAIL", "SKIP"} for s in statuses)

@@ -1,0 +1,288 @@
+"""The `posepipe` command: flags, output files, one-line errors and exit codes.
+
+Most tests run `main()` in-process on a fake pipeline (fast, and it can be made
+to fail on purpose); the last ones run the real pipeline on the shared models."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import posepipe
+import posepipe.cli as cli
+from posepipe.config import PipelineConfig
+from posepipe.errors import DeviceError, ModelError
+from posepipe.io import Frame, iter_frames
+from posepipe.result import KeypointResult
+
+
+class FakePipeline:
+    """Reads inputs with posepipe.io like the real one; finds one 'person' per image."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.thresholds = []
+
+    def predict(self, input, det_threshold=None):
+        self.thresholds.append(det_threshold)
+        for item in iter_frames(input):
+            if not isinstance(item, Frame):
+                yield KeypointResult.failed(item.input_path, str(item.error))
+                continue
+            h, w = item.image.shape[:2]
+            rows = np.array([[0, 0.9, w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32)
+            kpts = np.concatenate([np.full((1, 17, 2), [w / 2, h / 2], np.float32), np.full((1, 17, 1), 0.8, np.float32)], 2)
+            yield KeypointResult.from_arrays(item.input_path, item.image, rows, kpts)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Replaces create_pipeline; `fake.calls` holds its keyword arguments, `fake.pipeline` the pipeline."""
+    state = types.SimpleNamespace(calls=[], pipeline=None, error=None)
+
+    def create(**kwargs):
+        state.calls.append(kwargs)
+        if state.error is not None:
+            raise state.error
+        state.pipeline = FakePipeline(**kwargs)
+        return state.pipeline
+
+    monkeypatch.setattr(cli, "create_pipeline", create)
+    return state
+
+
+@pytest.fixture
+def photos(shared_dir):
+    return shared_dir / "photos"
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    assert lines[-1].startswith("posepipe: error: ")
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+# --- with the fake pipeline -----------------------------------------------------------
+
+
+def test_version_and_help(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"posepipe {posepipe.__version__}"
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ["--pipeline", "--input", "--det_threshold", "--save_path", "--device", "--use_hpip", "--get_pipeline_config"]:
+        assert flag in out
+    assert cli.main([]) == 2  # as PaddleX: no arguments shows the help
+    assert "usage: posepipe" in capsys.readouterr().out
+
+
+def test_one_image_is_printed_and_saved(fake, photos, tmp_path, capsys):
+    photo = photos / "hrnet_demo.jpg"
+    code = cli.main(["--pipeline", "human_keypoint_detection", "--input", str(photo), "--save_path", str(tmp_path / "out")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.startswith("{'res': {'input_path': '" + str(photo) + "', 'boxes': [{'coordinate': [")
+    assert "\x1b[" not in err and "img/s" not in err  # no colour off a terminal, no bar for one image
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hrnet_demo_res.jpg", "hrnet_demo_res.json"]
+    saved = json.loads((tmp_path / "out" / "hrnet_demo_res.json").read_text())
+    assert saved["input_path"] == str(photo) and len(saved["boxes"]) == 1
+
+
+def test_flags_reach_the_pipeline(fake, photos, capsys):
+    args = [
+        "--input", str(photos / "hrnet_demo.jpg"), "--det_threshold", "0.3", "--device", "cpu", "--use_hpip",
+        "--det_model_dir", "/models/det", "--kpt_model_dir", "/models/kpt", "--flip", "--use_udp", "false",
+        "--det_batch_size", "4", "--kpt_batch_size", "16", "--threads", "2", "--quiet",
+    ]
+    assert cli.main(args) == 0
+    [call] = fake.calls
+    config = PipelineConfig.from_dict(call.pop("config"))
+    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "kpt_batch_size": 16}
+    assert (config.detector.model_dir, config.detector.batch_size) == ("/models/det", 4)
+    assert (config.keypoints.model_dir, config.keypoints.flip, config.keypoints.use_udp) == ("/models/kpt", True, False)
+    assert fake.pipeline.thresholds == [0.3]
+    assert capsys.readouterr().err == ""  # --quiet
+
+
+def test_defaults_leave_the_config_alone(fake, photos, tmp_path, capsys):
+    custom = PipelineConfig.default()
+    custom.keypoints.model_dir = "/my/kpt"
+    custom.detector.threshold = 0.25
+    path = tmp_path / "my.yaml"
+    path.write_text(custom.to_yaml())
+    assert cli.main(["--pipeline", str(path), "--input", str(photos / "hrnet_demo.jpg"), "--det_threshold", "None", "-q"]) == 0
+    [call] = fake.calls
+    assert call == {"config": custom.to_dict(), "device": None, "use_hpip": False}
+    assert fake.pipeline.thresholds == [None]
+
+
+def test_folder_with_a_bad_file_saves_the_good_ones_and_exits_1(fake, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ["000000087038.jpg", "hrnet_demo.jpg"]:
+        (folder / "sub" / name).write_bytes((photos / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(folder), "--save_path", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert one_error_line(err) == (
+        f"posepipe: error: 1 of 3 inputs failed (first: {folder / 'broken.png'}: "
+        "not an image posepipe can read (unknown format, or a corrupt header))"
+    )
+    assert "'error': " in err  # the failed result is printed too
+    assert "3/3" in err  # the progress bar
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000000087038_res.jpg", "000000087038_res.json", "hrnet_demo_res.jpg", "hrnet_demo_res.json"
+    ]
+
+
+def test_several_inputs_and_no_img(fake, photos, tmp_path, capsys):
+    args = ["--input", str(photos / "hrnet_demo.jpg"), str(photos / "000000087038.jpg"), "--save_path", str(tmp_path), "--no_img", "-q"]
+    assert cli.main(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000087038_res.json", "hrnet_demo_res.json"]
+    assert capsys.readouterr().err == ""
+
+
+def test_single_missing_input_is_one_line(fake, tmp_path, capsys):
+    missing = tmp_path / "nope.jpg"
+    assert cli.main(["--input", str(missing), "-q"]) == 1
+    assert capsys.readouterr().err == f"posepipe: error: {missing}: no such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "x.jpg", "--det_threshold", "abc"], "argument --det_threshold: not a number: 'abc'"),
+        (["--input", "x.jpg", "--det_threshold", "1.5"], "argument --det_threshold: must be between 0 and 1, got 1.5"),
+        (["--input", "x.jpg", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["--input", "x.jpg", "--flip", "maybe"], "argument --flip: expected true or false, got 'maybe'"),
+        (["--input", "x.jpg", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--pipeline", "human_keypoint_detection"], "--input is required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(fake, capsys, args, message):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and one_error_line(err).startswith(f"posepipe: error: {message}")
+    assert fake.calls == []
+
+
+def test_unknown_pipeline_exits_1(fake, capsys):
+    assert cli.main(["--pipeline", "OCR", "--input", "x.jpg"]) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        "posepipe: error: unknown pipeline 'OCR': give 'human_keypoint_detection' or the path of a pipeline YAML file"
+    )
+
+
+@pytest.mark.parametrize(
+    "error", [ModelError("/no/such/model: not a model directory"), DeviceError("unknown device 'tpu:0'")]
+)
+def test_pipeline_errors_exit_1_with_one_line(fake, capsys, error):
+    fake.error = error
+    assert cli.main(["--input", "x.jpg"]) == 1
+    assert capsys.readouterr().err == f"posepipe: error: {error}\n"
+
+
+def test_unwritable_save_path(fake, photos, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["--input", str(photos / "hrnet_demo.jpg"), "--save_path", str(blocker / "out")]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(f"posepipe: error: {blocker / 'out'}: ")
+
+
+def test_get_pipeline_config(tmp_path, capsys):
+    assert cli.main(["--get_pipeline_config", "human_keypoint_detection"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == PipelineConfig.default().to_dict()
+
+    assert cli.main(["--get_pipeline_config", "human_keypoint_detection", "--save_path", str(tmp_path / "cfg")]) == 0
+    written = tmp_path / "cfg" / "human_keypoint_detection.yaml"
+    assert yaml.safe_load(written.read_text()) == printed
+    assert f"saved to: {written}" in capsys.readouterr().err
+
+    assert cli.main(["--get_pipeline_config", "human_keypoint_detection", "--save_path", str(tmp_path / "mine.yml")]) == 0
+    assert (tmp_path / "mine.yml").is_file()
+
+    # Never overwritten (PaddleX asks; a script cannot answer).
+    assert cli.main(["--get_pipeline_config", "human_keypoint_detection", "--save_path", str(tmp_path / "cfg")]) == 2
+    assert "already exists" in one_error_line(capsys.readouterr().err)
+
+    assert cli.main(["--get_pipeline_config", "OCR"]) == 1
+    assert "unknown pipeline 'OCR'" in one_error_line(capsys.readouterr().err)
+
+
+def test_serve_is_dispatched(monkeypatch):
+    calls = []
+    module = types.ModuleType("posepipe.serving.cli")
+    module.main = lambda argv: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "posepipe.serving.cli", module)
+    assert cli.main(["serve", "--port", "9000"]) == 0
+    assert cli.main(["--serve", "--pipeline", "x.yaml"]) == 0  # PaddleX's spelling
+    assert calls == [["--port", "9000"], ["--pipeline", "x.yaml"]]
+
+
+def test_serve_missing_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "posepipe.serving.cli", None)  # import fails as if absent
+    assert cli.main(["serve"]) == 1
+    assert "posepipe.serving.cli is missing" in one_error_line(capsys.readouterr().err)
+
+
+# --- with the real pipeline on the shared models ------------------------------------
+
+
+@pytest.fixture
+def real_yaml(shared_dir, tmp_path):
+    config = PipelineConfig.default()
+    config.detector.model_dir = str(shared_dir / "models" / "real" / "person_detector_nanodet")
+    config.keypoints.model_name = "PP-TinyPose_256x192"
+    config.keypoints.model_dir = str(shared_dir / "models" / "real" / "keypoint_movenet_thunder")
+    path = tmp_path / "real.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def test_real_run_as_a_subprocess(real_yaml, photos, shared_dir, tmp_path):
+    photo = photos / "000000087038.jpg"
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(posepipe.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "posepipe", "--pipeline", str(real_yaml), "--input", str(photo),
+         "--save_path", str(out), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "{'res': {'input_path': '" + str(photo) in proc.stderr
+    saved = json.loads((out / "000000087038_res.json").read_text())
+    reference = json.loads((shared_dir / "reference" / "paddlex_real_models.json").read_text())[photo.name]
+    assert len(saved["boxes"]) == len(reference)
+    for ours, theirs in zip(sorted(saved["boxes"], key=lambda b: b["coordinate"]), sorted(reference, key=lambda b: b["coordinate"])):
+        np.testing.assert_allclose(ours["coordinate"], theirs["coordinate"], atol=2e-3)
+    assert (out / "000000087038_res.jpg").is_file()
+
+
+def test_real_errors_are_one_line(real_yaml, photos, tmp_path, capsys):
+    missing = tmp_path / "no_model"
+    assert cli.main(["--pipeline", str(real_yaml), "--input", str(photos), "--det_model_dir", str(missing)]) == 1
+    assert str(missing) in one_error_line(capsys.readouterr().err)
+    assert cli.main(["--pipeline", str(real_yaml), "--input", str(photos), "--device", "tpu:0"]) == 1
+    assert "tpu" in one_error_line(capsys.readouterr().err)
+
+
+def test_real_folder_with_a_bad_file(real_yaml, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes()[:5000])  # truncated
+    out = tmp_path / "out"
+    assert cli.main(["--pipeline", str(real_yaml), "--input", str(folder), "--save_path", str(out), "--device", "cpu", "-q"]) == 1
+    assert "1 of 2 inputs failed (first: " + str(folder / "b.jpg") in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir()) == ["a_res.jpg", "a_res.json"]

@@ -1,0 +1,236 @@
+"""models/official.py: name -> directory, against a local HTTP server that
+serves a tarball built from a shared model (no internet needed)."""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import os
+import socket
+import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from posepipe.errors import ModelError
+from posepipe.models import official
+from posepipe.models.official import resolve_model_dir, safe_extract
+from posepipe.models.spec import load_model_spec
+
+NAME = "PP-TinyPose_128x96"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list = []
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(shared_dir, tmp_path_factory):
+    """An HTTP server on 127.0.0.1 whose `/official/` holds `<NAME>_infer.tar`
+    laid out as PaddleX's hoster has it."""
+    root = tmp_path_factory.mktemp("served")
+    (root / "official").mkdir()
+    with tarfile.open(root / "official" / f"{NAME}_infer.tar", "w") as tar:
+        tar.add(shared_dir / "models/official_arch" / NAME, arcname=f"{NAME}_infer")
+    handler = type("Handler", (_Handler,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, served):
+    """Empty PaddleX and posepipe caches, the local server as the model host."""
+    root, url, handler = served
+    monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "paddlex"))
+    monkeypatch.setenv("POSEPIPE_HOME", str(tmp_path / "posepipe"))
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", f"{url}/official")
+    handler.requests.clear()
+    return tmp_path, root, url, handler
+
+
+def _host_elsewhere(env, monkeypatch) -> Path:
+    """A fresh folder on the server, made the model host; tests put their own archives there."""
+    tmp, root, url, _ = env
+    folder = root / tmp.name
+    folder.mkdir()
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", f"{url}/{tmp.name}")
+    return folder
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_download_unpack_and_reuse(env, shared_dir):
+    tmp, _, _, handler = env
+    path = resolve_model_dir(NAME, None)
+    assert path == tmp / "posepipe" / "models" / NAME
+    assert handler.requests == [f"/official/{NAME}_infer.tar"]
+    assert load_model_spec(path).model_name == NAME
+    original = shared_dir / "models/official_arch" / NAME
+    for name in ("inference.json", "inference.pdiparams", "inference.yml"):
+        assert (path / name).read_bytes() == (original / name).read_bytes()
+    # Nothing but the model is left in the cache (temp files cleaned up).
+    assert os.listdir(path.parent) == [NAME]
+    # Second time: from the cache, no request.
+    assert resolve_model_dir(NAME, None) == path
+    assert len(handler.requests) == 1
+
+
+def test_cache_dir_argument(env):
+    tmp = env[0]
+    assert resolve_model_dir(NAME, None, cache_dir=tmp / "elsewhere") == tmp / "elsewhere" / NAME
+
+
+def test_concurrent_downloads_end_with_one_good_copy(env):
+    tmp = env[0]
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(lambda _: resolve_model_dir(NAME, None), range(3)))
+    assert set(paths) == {tmp / "posepipe" / "models" / NAME}
+    assert load_model_spec(paths[0]).model_name == NAME
+    assert os.listdir(paths[0].parent) == [NAME]
+
+
+def test_paddlex_cache_is_reused(env, shared_dir, monkeypatch):
+    tmp, _, _, handler = env
+    cached = tmp / "paddlex" / "official_models" / NAME
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(shared_dir / "models/official_arch" / NAME)
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    assert resolve_model_dir(NAME, None) == cached
+    assert handler.requests == []
+
+
+def test_broken_caches_are_skipped(env):
+    tmp, _, _, handler = env
+    (tmp / "paddlex" / "official_models" / NAME).mkdir(parents=True)  # empty: not a model
+    broken = tmp / "posepipe" / "models" / NAME
+    broken.mkdir(parents=True)
+    (broken / "inference.yml").write_text("not: [a model")
+    path = resolve_model_dir(NAME, None)
+    assert path == broken and load_model_spec(path).model_name == NAME
+    assert len(handler.requests) == 1
+
+
+def test_model_dir_wins_and_unknown_names(tmp_path):
+    assert resolve_model_dir("anything", str(tmp_path)) == tmp_path
+    with pytest.raises(ModelError, match="unknown model name 'PP-Nope'.*PP-YOLOE-S_human.*PP-TinyPose_256x192"):
+        resolve_model_dir("PP-Nope", None)
+
+
+def test_default_url_is_paddlex_bos(monkeypatch):
+    monkeypatch.delenv("POSEPIPE_MODEL_BASE_URL", raising=False)
+    assert official.model_url("PP-YOLOE-S_human") == (
+        "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0/PP-YOLOE-S_human_infer.tar"
+    )
+
+
+def test_http_404_names_url_and_fix(env, monkeypatch):
+    url = env[2]
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", url + "/missing")
+    with pytest.raises(ModelError) as info:
+        resolve_model_dir(NAME, None)
+    message = str(info.value)
+    assert f"{url}/missing/{NAME}_infer.tar" in message and "HTTP 404" in message and "model_dir" in message
+
+
+def test_unreachable_host_names_url_and_fix(env, monkeypatch):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", url)
+    with pytest.raises(ModelError) as info:
+        resolve_model_dir(NAME, None)
+    message = str(info.value)
+    assert f"{url}/{NAME}_infer.tar" in message and "model_dir" in message and "POSEPIPE_MODEL_BASE_URL" in message
+
+
+def test_archive_with_the_wrong_model_is_refused(env, shared_dir, monkeypatch):
+    folder = _host_elsewhere(env, monkeypatch)
+    other = "PP-TinyPose_256x192"
+    with tarfile.open(folder / f"{other}_infer.tar", "w") as tar:
+        tar.add(shared_dir / "models/official_arch" / NAME, arcname=f"{other}_infer")  # mislabelled
+    with pytest.raises(ModelError, match=f"holds '{NAME}', not '{other}'"):
+        resolve_model_dir(other, None)
+
+
+# --- hostile archives ---------------------------------------------------------
+
+
+def _tar(path: Path, *members: tarfile.TarInfo) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for m in members:
+            tar.addfile(m, io.BytesIO(b"x" * m.size) if m.isfile() else None)
+    return path
+
+
+def _file(name: str) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.size = 1
+    return m
+
+
+def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, target
+    return m
+
+
+def _device(name: str) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type = tarfile.CHRTYPE
+    return m
+
+
+@pytest.mark.parametrize(
+    "member, why",
+    [
+        (_file("../evil.txt"), "'..'"),
+        (_file("m/../../evil.txt"), "'..'"),
+        (_file("/tmp/evil.txt"), "absolute path"),
+        (_link("m/link", "../../outside"), "leads outside"),
+        (_link("m/link", "/etc/passwd"), "absolute path"),
+        (_link("m/hard", "../outside", tarfile.LNKTYPE), "leads outside"),
+        (_device("m/dev"), "device"),
+    ],
+)
+def test_hostile_members_are_refused(tmp_path, member, why):
+    archive = _tar(tmp_path / "bad.tar", _file("m/inference.yml"), member)
+    dest = tmp_path / "out" / "dest"
+    with pytest.raises(ModelError, match=f"refusing archive member.*{why}"):
+        safe_extract(archive, dest)
+    assert not (dest / "m").exists()  # checked before anything is written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tar", "out"]
+
+
+def test_links_inside_the_archive_are_fine(tmp_path):
+    archive = _tar(tmp_path / "ok.tar", _file("m/a.txt"), _link("m/b.txt", "a.txt"))
+    safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out/m/b.txt").read_bytes() == b"x"
+
+
+def test_hostile_download_is_refused(env, monkeypatch):
+    tmp = env[0]
+    _tar(_host_elsewhere(env, monkeypatch) / f"{NAME}_infer.tar", _file(f"{NAME}_infer/inference.yml"), _file("../../escaped.txt"))
+    with pytest.raises(ModelError, match="refusing archive member '../../escaped.txt'"):
+        resolve_model_dir(NAME, None)
+    assert not list(tmp.rglob("escaped.txt"))
+    assert os.listdir(tmp / "posepipe" / "models") == []
+
+
+def test_not_a_tarball(env, monkeypatch):
+    (_host_elsewhere(env, monkeypatch) / f"{NAME}_infer.tar").write_bytes(b"<html>captive portal</html>")
+    with pytest.raises(ModelError, match="not a valid tar archive"):
+        resolve_model_dir(NAME, None)

@@ -1,0 +1,164 @@
+"""models/spec.py: every shared model directory parses; broken ones fail with
+a ModelError that names the directory and the problem."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posepipe.errors import ModelError
+from posepipe.models.spec import DETECTOR, KEYPOINT, DetectorPreprocess, KeypointPreprocess, load_model_spec
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+# dir -> (kind, model_name, input size, has interpolate ops)
+SHARED_MODELS = {
+    "official_arch/PP-YOLOE-S_human": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
+    "official_arch/PP-YOLOE-S_human_noNMS": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
+    "official_arch/PP-TinyPose_128x96": (KEYPOINT, "PP-TinyPose_128x96", (96, 128), True),
+    "official_arch/PP-TinyPose_256x192": (KEYPOINT, "PP-TinyPose_256x192", (192, 256), True),
+    "real/person_detector_nanodet": (DETECTOR, "PP-YOLOE-S_human", (416, 416), False),
+    "real/keypoint_movenet_thunder": (KEYPOINT, "PP-TinyPose_256x192", (256, 256), False),
+}
+
+
+def test_every_shared_model_dir_is_listed(shared_dir):
+    found = {str(p.parent.relative_to(shared_dir / "models")) for p in (shared_dir / "models").glob("*/*/inference.yml")}
+    assert found == set(SHARED_MODELS)
+
+
+@pytest.mark.parametrize("rel", sorted(SHARED_MODELS))
+def test_shared_models_parse(shared_dir, rel):
+    kind, name, size, interp = SHARED_MODELS[rel]
+    spec = load_model_spec(shared_dir / "models" / rel)
+    assert spec.kind == kind
+    assert spec.model_name == name
+    assert spec.draw_threshold == 0.5
+    assert spec.program_path.name == "inference.json"
+    assert spec.params_path.name == "inference.pdiparams"
+    assert spec.has_interpolate is interp
+    assert spec.has_leaky_relu is False
+    if kind == DETECTOR:
+        assert spec.keypoint is None
+        assert spec.label_list == ("pedestrian",)
+        assert spec.detector == DetectorPreprocess(size, False, 2, *IMAGENET, True, True)
+    else:
+        assert spec.detector is None
+        mean_std = ((0.5,) * 3, (0.5,) * 3) if "movenet" in rel else IMAGENET
+        assert spec.keypoint == KeypointPreprocess(size, False, *mean_std, True)
+
+
+def test_official_arch_hpi_shapes(shared_dir):
+    det = load_model_spec(shared_dir / "models/official_arch/PP-YOLOE-S_human")
+    assert det.hpi_dynamic_shapes == {
+        "image": [[1, 3, 640, 640], [1, 3, 640, 640], [8, 3, 640, 640]],
+        "scale_factor": [[1, 2], [1, 2], [8, 2]],
+    }
+    assert load_model_spec(shared_dir / "models/real/person_detector_nanodet").hpi_dynamic_shapes is None
+
+
+def test_wrong_kind_is_refused(shared_dir):
+    kpt = shared_dir / "models/official_arch/PP-TinyPose_128x96"
+    with pytest.raises(ModelError, match="keypoint model .* but a detector model is needed"):
+        load_model_spec(kpt, kind=DETECTOR)
+    assert load_model_spec(kpt, kind=KEYPOINT).kind == KEYPOINT
+
+
+# --- broken directories, built in tmp_path ----------------------------------
+
+
+def _write_model(path: Path, preprocess, extra=None, files=("inference.json", "inference.pdiparams")) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (path / name).write_bytes(b'{"ops": ["1.conv2d"]}' if name.endswith(".json") else b"\0")
+    cfg = {"Global": {"model_name": "PP-YOLOE-S_human"}, "Preprocess": preprocess, **(extra or {})}
+    (path / "inference.yml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+DET_STEPS = [{"type": "Resize", "target_size": [320, 480], "keep_ratio": False, "interp": 1}, {"type": "Permute"}]
+
+
+def _fails(path: Path, *fragments: str) -> None:
+    with pytest.raises(ModelError) as info:
+        load_model_spec(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_and_empty_dirs(tmp_path):
+    _fails(tmp_path / "nope", "does not exist")
+    (tmp_path / "file").write_text("x")
+    _fails(tmp_path / "file", "not a directory")
+    (tmp_path / "empty").mkdir()
+    _fails(tmp_path / "empty", "no inference.json or inference.pdmodel")
+
+
+def test_missing_params(tmp_path):
+    _fails(_write_model(tmp_path / "m", DET_STEPS, files=("inference.json",)), "inference.pdiparams")
+
+
+def test_missing_or_broken_yml(tmp_path):
+    model = _write_model(tmp_path / "m", DET_STEPS)
+    (model / "inference.yml").write_text("Preprocess: [unclosed\n")
+    _fails(model, "not valid YAML")
+    (model / "inference.yml").unlink()
+    _fails(model, "inference.yml", "missing")
+
+
+@pytest.mark.parametrize(
+    "steps, extra, fragment",
+    [
+        ([], None, "missing the Preprocess list"),
+        ([{"type": "Permute"}], None, "neither Resize nor TopDownEvalAffine"),
+        (DET_STEPS + [{"type": "TopDownEvalAffine", "trainsize": [96, 128]}], None, "both Resize and TopDownEvalAffine"),
+        (DET_STEPS + [{"type": "GridMask"}], None, "unsupported Preprocess step 'GridMask'"),
+        ([{"type": "Resize", "target_size": [640]}], None, "Resize.target_size must be two positive integers"),
+        ([{"type": "Resize", "target_size": [64, 64], "interp": 9}], None, "Resize.interp"),
+        ([{"type": "Resize", "target_size": [64, 64], "scale": 2}], None, "Resize has unsupported arguments"),
+        (DET_STEPS + [{"type": "NormalizeImage", "mean": [0.5, 0.5]}], None, "NormalizeImage.mean"),
+        (DET_STEPS + [{"type": "PadStride", "stride": 64}], None, "PadStride"),
+        ([{"type": "TopDownEvalAffine", "trainsize": [96, 128], "use_udp": "yes"}], None, "use_udp"),
+        (DET_STEPS, {"Global": {}}, "missing Global.model_name"),
+        (DET_STEPS, {"draw_threshold": "high"}, "draw_threshold must be a number"),
+    ],
+)
+def test_bad_preprocess(tmp_path, steps, extra, fragment):
+    _fails(_write_model(tmp_path / "m", steps, extra), fragment)
+
+
+def test_yml_semantics(tmp_path):
+    """PaddleX's readings: target_size is [h, w]; norm_type other than mean_std
+    keeps only the scaling; defaults are ImageNet mean/std with is_scale; a
+    PadStride that cannot pad is accepted; legacy .pdmodel is found."""
+    steps = DET_STEPS + [{"type": "NormalizeImage", "norm_type": "none", "mean": [1, 2, 3], "std": [4, 5, 6], "is_scale": False},
+                         {"type": "PadStride", "stride": 32}]
+    spec = load_model_spec(_write_model(tmp_path / "a", steps, files=("inference.pdmodel", "inference.pdiparams")))
+    assert spec.detector == DetectorPreprocess((320, 480), False, 1, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), False)
+    assert spec.program_path.name == "inference.pdmodel"
+
+    steps = DET_STEPS + [{"type": "NormalizeImage", "norm_type": "minmax"}]
+    spec = load_model_spec(_write_model(tmp_path / "b", steps))
+    assert (spec.detector.mean, spec.detector.std, spec.detector.is_scale) == ((0.0,) * 3, (1.0,) * 3, True)
+
+    spec = load_model_spec(_write_model(tmp_path / "c", DET_STEPS + [{"type": "NormalizeImage"}]))
+    assert (spec.detector.mean, spec.detector.std, spec.detector.is_scale) == (*IMAGENET, True)
+
+    kpt = [{"type": "TopDownEvalAffine", "trainsize": [192, 256], "use_udp": True}]
+    spec = load_model_spec(_write_model(tmp_path / "d", kpt))
+    assert spec.keypoint == KeypointPreprocess((192, 256), True, (0.0,) * 3, (1.0,) * 3, False)
+
+
+def test_program_scan_finds_interp_and_leaky_relu(shared_dir, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(shared_dir / "models/real/keypoint_movenet_thunder", model, ignore=shutil.ignore_patterns("*.pdiparams", "*.onnx"))
+    (model / "inference.pdiparams").write_bytes(b"\0")
+    assert not load_model_spec(model).has_interpolate
+    with open(model / "inference.json", "ab") as f:
+        f.write(b' "1.nearest_interp" "1.leaky_relu"')
+    spec = load_model_spec(model)
+    assert spec.has_interpolate and spec.has_leaky_relu
