@@ -92,6 +92,7 @@ ImageU8 image_view(py::handle obj, const std::string& name, py::array_t<uint8_t,
 }
 
 Images image_list(const py::sequence& seq, const std::string& name) {
+  if (py::isinstance<py::array>(seq)) fail(name, "expected a list of images, got one array");
   Images out;
   out.keep.resize(seq.size());
   for (size_t i = 0; i < seq.size(); ++i)

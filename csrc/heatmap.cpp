@@ -1,10 +1,12 @@
 #include "heatmap.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "affine.h"
+#include "pixels.h"
 
 namespace posepipe {
 
@@ -68,6 +70,28 @@ inline float nan_max(float a, float b) {
   return a > b ? a : b;
 }
 
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+// np.max over p[0..n): the maximum, or NaN when any value is NaN.
+float np_max(const float* p, int n) {
+  v4f m = splat(-std::numeric_limits<float>::infinity());
+  v4i nan = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    v4f v;
+    std::memcpy(&v, p + i, sizeof(v));
+    nan |= v != v;
+    m = v > m ? v : m;
+  }
+  float mx = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+  bool any_nan = nan[0] | nan[1] | nan[2] | nan[3];
+  for (; i < n; ++i) {
+    any_nan |= std::isnan(p[i]);
+    mx = p[i] > mx ? p[i] : mx;
+  }
+  return any_nan ? std::numeric_limits<float>::quiet_NaN() : mx;
+}
+
 // The blurred map exactly as PaddleX's gaussian_blur builds it: the heatmap
 // zero-padded by k/2, cv2.GaussianBlur'd in float64 (row pass summed left to
 // right, symmetric column pass centre first), cropped and stored as float32.
@@ -100,9 +124,7 @@ float dark_blur(const float* hm, int H, int W, const std::vector<double>& gv, st
       o[x] = static_cast<float>(s);
     }
   }
-  float mx = out[0];
-  for (float v : out) mx = nan_max(mx, v);
-  return mx;
+  return np_max(out.data(), H * W);
 }
 
 // numpy.linalg.inv of the float32 Hessian: LAPACK's partially pivoted LU in
@@ -141,11 +163,13 @@ void decode_person(const float* heatmaps, int K, int H, int W, double cx, double
   const int n = H * W;
   for (int k = 0; k < K; ++k) {
     const float* hm = heatmaps + static_cast<size_t>(k) * n;
-    // np.argmax / np.amax: the first maximum, or the first NaN.
+    // np.amax / np.argmax: the maximum and its first index, or NaN and the first NaN.
+    const float maxval = np_max(hm, n);
     int idx = 0;
-    float maxval = hm[0];
-    for (int i = 0; i < n && !std::isnan(maxval); ++i)
-      if (std::isnan(hm[i]) || hm[i] > maxval) maxval = hm[i], idx = i;
+    if (std::isnan(maxval))
+      while (!std::isnan(hm[idx])) ++idx;
+    else
+      while (hm[idx] != maxval) ++idx;
     float px = std::fmod(static_cast<float>(idx), static_cast<float>(W));
     float py = std::floor(static_cast<float>(idx) / static_cast<float>(W));
     if (!(maxval > 0)) px = py = 0;

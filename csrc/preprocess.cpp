@@ -1,7 +1,5 @@
 #include "preprocess.h"
 
-#include "pixels.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -9,17 +7,18 @@
 #include <memory>
 #include <vector>
 
+#include "pixels.h"
+
 namespace posepipe {
 
 Normalizer::Normalizer(const double mean[3], const double std[3], bool is_scale, bool rgb)
     : to_rgb(rgb) {
   const double scale = is_scale ? 1.0 / 255.0 : 1.0;
   for (int c = 0; c < 3; ++c) {
-    alpha[c] = static_cast<float>(scale / std[c]);
-    beta[c] = static_cast<float>(-mean[c] / std[c]);
+    const float alpha = static_cast<float>(scale / std[c]), beta = static_cast<float>(-mean[c] / std[c]);
     for (int v = 0; v < 256; ++v) {
-      const float scaled = static_cast<float>(v) * alpha[c];
-      lut[c][v] = scaled + beta[c];
+      const float scaled = static_cast<float>(v) * alpha;
+      lut[c][v] = scaled + beta;
     }
   }
 }
@@ -178,14 +177,13 @@ std::vector<AreaTap> area_taps(int ssize, int dsize, double scale) {
 
 // Horizontal rows of the source computed on demand. A few slots suffice because
 // output rows only move forward through the source.
-template <class T>
 class RowCache {
  public:
   RowCache(int slots, int width)
       : width_(width), tags_(slots, INT_MIN), data_(static_cast<size_t>(slots) * width) {}
 
   template <class Fill>
-  void fetch(const int* rows, int k, const T** out, Fill&& fill) {
+  void fetch(const int* rows, int k, const float** out, Fill&& fill) {
     const int slots = static_cast<int>(tags_.size());
     for (int t = 0; t < k; ++t) {
       int slot = static_cast<int>(std::find(tags_.begin(), tags_.end(), rows[t]) - tags_.begin());
@@ -202,7 +200,7 @@ class RowCache {
  private:
   int width_;
   std::vector<int> tags_;
-  std::vector<T> data_;
+  std::vector<float> data_;
 };
 
 // The first three channels of pixel p of a CH-channel row (grey replicated).
@@ -256,17 +254,17 @@ class Resampler {
       mode_ = Mode::kLinear;
       xs_ = linear_axis(W, rw, interp == kArea, true);
       ys_ = linear_axis(H, rh, interp == kArea, false);
-      cache_.reset(new RowCache<float>(2, rw * 3 + 1));
+      cache_.reset(new RowCache(2, rw * 3 + 1));
     } else if (cubic == CubicImpl::kIPP && W >= 4 && H >= 4) {
       mode_ = Mode::kCubicIPP;
       xs_ = cubic_axis(W, rw, CubicImpl::kIPP);
       ys_ = cubic_axis(H, rh, CubicImpl::kIPP);
-      cache_.reset(new RowCache<float>(4, rw * 3 + 1));
+      cache_.reset(new RowCache(4, rw * 3 + 1));
     } else {
       mode_ = Mode::kCubic;
       xs_ = cubic_axis(W, rw, CubicImpl::kOpenCV);
       ys_ = cubic_axis(H, rh, CubicImpl::kOpenCV);
-      cache_.reset(new RowCache<float>(4, rw * 3 + 1));
+      cache_.reset(new RowCache(4, rw * 3 + 1));
     }
   }
 
@@ -366,15 +364,16 @@ class Resampler {
     }
   }
 
-  template <int CH, class T, int K, class Fill>
-  void fetch(RowCache<T>& cache, int y, const T** rows, Fill&& fill) {
-    cache.fetch(&ys_.idx[static_cast<size_t>(y) * K], K, rows, fill);
+  // The horizontally filtered source rows that output row y blends.
+  template <int CH, int K>
+  void fetch(int y, const float** rows) {
+    cache_->fetch(&ys_.idx[static_cast<size_t>(y) * K], K, rows, [this](int sy, float* d) { hpass<CH, K>(sy, d); });
   }
 
   template <int CH>
   void linear_row(int y, uint8_t* dst) {
     const float* r[2];
-    fetch<CH, float, 2>(*cache_, y, r, [this](int sy, float* d) { hpass<CH, 2>(sy, d); });
+    fetch<CH, 2>(y, r);
     const int b0 = ys_.wi[2 * y], b1 = ys_.wi[2 * y + 1];
     const float* __restrict r0 = r[0];
     const float* __restrict r1 = r[1];
@@ -392,7 +391,7 @@ class Resampler {
   template <int CH>
   void cubic_row(int y, uint8_t* dst) {
     const float* r[4];
-    fetch<CH, float, 4>(*cache_, y, r, [this](int sy, float* d) { hpass<CH, 4>(sy, d); });
+    fetch<CH, 4>(y, r);
     const int16_t* b = &ys_.wi[static_cast<size_t>(y) * 4];
     const float scale = 1.f / (kCoefScale * kCoefScale);
     const float b0 = b[0] * scale, b1 = b[1] * scale, b2 = b[2] * scale, b3 = b[3] * scale;
@@ -426,7 +425,7 @@ class Resampler {
   template <int CH>
   void cubic_ipp_row(int y, uint8_t* dst) {
     const float* r[4];
-    fetch<CH, float, 4>(*cache_, y, r, [this](int sy, float* d) { hpass<CH, 4>(sy, d); });
+    fetch<CH, 4>(y, r);
     const float* w = &ys_.wf[static_cast<size_t>(y) * 4];
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
     const float *__restrict r0 = r[0], *__restrict r1 = r[1], *__restrict r2 = r[2], *__restrict r3 = r[3];
@@ -444,7 +443,7 @@ class Resampler {
   std::vector<AreaTap> xtaps_, ytaps_;
   std::vector<int> yfirst_;
   std::vector<float> hf_, acc_;
-  std::unique_ptr<RowCache<float>> cache_;
+  std::unique_ptr<RowCache> cache_;
 };
 
 }  // namespace

@@ -17,12 +17,11 @@ struct ImageU8 {
 
 // PaddleX's Normalize evaluates float32(float32(x * alpha) + beta) with
 // alpha = scale / std and beta = -mean / std formed in double and then rounded
-// to float32; keeping that order is what makes the output bit-identical.
+// to float32; keeping that order is what makes the output bit-identical. With
+// 8-bit input that is a table per channel.
 struct Normalizer {
-  float alpha[3];
-  float beta[3];
-  bool to_rgb;       // the source is BGR and output plane 0 is R
   float lut[3][256];  // the result for every byte value, per output plane
+  bool to_rgb;        // the source is BGR and output plane 0 is R
   Normalizer(const double mean[3], const double std[3], bool is_scale, bool to_rgb);
   int source_channel(int plane) const { return to_rgb ? 2 - plane : plane; }
   // Normalizes one interleaved 3-channel row (source channel order) into the

@@ -607,8 +607,21 @@ def test_overload_is_answered_503_quickly(tmp_path):
         assert httpx.get(proc.url + "/health").json()["errorMsg"] == "Healthy"
 
 
+def test_queue_is_bounded_in_decoded_pixels_too(tmp_path):
+    # 100x100 images, room for 3 of them waiting: the rest are refused once decoded.
+    settings = {"max_batch": 1, "max_wait_ms": 0, "max_queue": 64, "max_queue_pixels": 3 * 100 * 100}
+    with ServerProcess.fake(tmp_path, settings, {"batch_delay_ms": 150}) as proc:
+        bodies = [{"image": b64(encode(random_image(i, 100, 100), "PNG")), "visualize": False} for i in range(10)]
+        results = asyncio.run(post_many(proc.url, bodies, concurrency=10, timeout=30))
+        statuses = [status for status, *_ in results]
+        assert 4 <= statuses.count(200) <= 6 and statuses.count(503) >= 4, statuses
+        assert all("pixels" in body["errorMsg"] for status, body, *_ in results if status == 503)
+        metrics = httpx.get(proc.url + "/metrics").text
+        assert "posepipe_queue_pixels 0.0" in metrics and "posepipe_queue_depth 0.0" in metrics
+
+
 def test_not_ready_until_warmed_up(tmp_path):
-    proc = ServerProcess.fake(tmp_path, {}, {"first_call_delay_ms": 2500})
+    proc = ServerProcess.fake(tmp_path, {}, {"first_call_delay_ms": 1500})
     proc.start(wait="health")
     try:
         ready = httpx.get(proc.url + "/ready")
@@ -723,3 +736,42 @@ def test_soak_2000_requests_no_5xx_no_memory_growth(server):
     assert rss_after - rss_before < 32 * 2**20
     depth = metric_samples(httpx.get(server.url + "/metrics").text, "posepipe_queue_depth")
     assert depth["posepipe_queue_depth"] == 0
+
+
+# --- the batcher on its own ---------------------------------------------------------------------------------------
+
+
+def test_batcher_groups_by_threshold_caps_batches_and_drains_on_close():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from posepipe.serving.batching import Batcher, Closed
+
+    calls = []
+
+    def run(frames, threshold):
+        calls.append((list(frames), threshold))
+        time.sleep(0.02)
+        return [(f, threshold) for f in frames]
+
+    async def scenario():
+        pool = ThreadPoolExecutor(1)
+        batcher = Batcher(run, pool, max_batch=3, max_wait_s=0.05, max_queue=100)
+        batcher.start()
+        jobs = []
+        for i in range(10):
+            batcher.try_reserve()
+            jobs.append(asyncio.ensure_future(batcher.submit(i, 0.5 if i % 2 else None)))
+        results = await asyncio.gather(*jobs)
+        assert batcher.depth == 0
+        await batcher.close()
+        with pytest.raises(Closed):
+            batcher.try_reserve()
+        pool.shutdown()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results == [(i, 0.5 if i % 2 else None) for i in range(10)]  # each its own answer, threshold kept
+    assert all(len(frames) <= 3 for frames, _ in calls)
+    assert all(all((f % 2 == 1) == (t == 0.5) for f in frames) for frames, t in calls)  # one threshold per call
+    assert len(calls) == 4  # 5 + 5 frames in batches of at most 3: 2 + 2 calls
+    assert sorted(f for frames, _ in calls for f in frames) == list(range(10))

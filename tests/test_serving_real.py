@@ -186,7 +186,7 @@ def test_small_soak_on_real_models(real_server):
     # ~120 varied requests). A leak is looked for where shapes repeat: the same
     # photo, one request at a time, after a warm-up.
     body = {"image": photo_b64("hrnet_demo.jpg"), "visualize": True}
-    asyncio.run(post_many(real_server.url, [body] * 4, concurrency=1, timeout=120))
+    asyncio.run(post_many(real_server.url, [body] * 8, concurrency=1, timeout=120))
     steady_before = real_server.rss_bytes()
     results = asyncio.run(post_many(real_server.url, [body] * 24, concurrency=1, timeout=300))
     steady_after = real_server.rss_bytes()

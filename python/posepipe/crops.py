@@ -48,9 +48,8 @@ def make_crops(
 ) -> np.ndarray:
     """All persons of several images in one batched warp: [P,3,h,w] float32, RGB."""
     w, h = input_wh
-    matrices = _kernels.topdown_matrices(
-        centers.astype(np.float64), scales.astype(np.float64), w, h, use_udp
-    )
+    # float32 as PaddleX holds them: the UDP matrix divides in that precision.
+    matrices = _kernels.topdown_matrices(centers, scales, w, h, use_udp)
     return _kernels.warp_crops(
         list(images),
         np.ascontiguousarray(image_index, dtype=np.int32),

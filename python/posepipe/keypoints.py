@@ -65,7 +65,7 @@ class KeypointModel:
 
     def decode(self, heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return _kernels.decode_heatmaps(
-            heatmaps, centers.astype(np.float64), scales.astype(np.float64), True, 3, self.num_threads
+            heatmaps, centers, scales, True, 3, self.num_threads
         )
 
     def predict(self, images: Sequence[np.ndarray], image_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:

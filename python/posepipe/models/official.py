@@ -109,7 +109,7 @@ def download_model(model_name: str, cache_root: Path) -> Path:
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Unpack a tar archive that only holds files and folders inside `dest`.
+    """Unpack a tar archive of files, folders and links that stay inside `dest`.
     Absolute names, `..`, links leading outside, devices and fifos are refused
     before anything is written."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,7 @@ class ServingRuntime:
             max_batch=s.max_batch,
             max_wait_s=s.max_wait_ms / 1000.0,
             max_queue=s.max_queue,
+            max_queue_pixels=s.max_queue_pixels,
             on_batch=self.metrics.observe_batch,
             on_depth=self.metrics.queue_depth.set,
         )
@@ -177,12 +178,18 @@ class ServingRuntime:
         )
 
     def _warm(self) -> None:
-        """Run every batch shape the server will use once, so the first real
-        requests don't pay for kernel selection and memory allocation."""
+        """Run every batch size the server can send once, so the first real
+        requests don't pay for kernel selection and memory allocation (with
+        oneDNN a new input shape costs 0.3-1 s once). A pipeline with its own
+        `warmup(max_batch=...)` (e.g. one that also warms its keypoint model,
+        which synthetic frames without people cannot reach) is asked to do it."""
+        warmup = getattr(self.pipeline, "warmup", None)
+        if callable(warmup):
+            warmup(max_batch=self.settings.max_batch)
+            return
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
-        sizes = sorted({1, self.settings.max_batch})
-        for size in sizes:
+        for size in range(1, self.settings.max_batch + 1):
             self.pipeline.predict_frames([Frame(image, None) for _ in range(size)], None)
 
     def _run_batch(self, frames: List[Frame], threshold: Optional[float]) -> Sequence[Any]:
@@ -235,7 +242,18 @@ class ServingRuntime:
             self.batcher.release()
             raise
         try:
-            result = await self.batcher.submit(Frame(image, None), body.detThreshold)
+            result = await self.batcher.submit(Frame(image, None), body.detThreshold, image.shape[0] * image.shape[1])
+        except QueueFull:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(
+                503,
+                f"the server is busy: the waiting images already hold {self.settings.max_queue_pixels} pixels; "
+                "retry later",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            ) from None
+        except Closed:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "the server is shutting down", {"Retry-After": str(self.settings.retry_after_s)}) from None
         except InputError as e:
             raise ApiError(400, str(e)) from None
         visualize = body.visualize if body.visualize is not None else self.visualize_default
@@ -393,6 +411,8 @@ def create_app(
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def _metrics() -> Response:
+        if runtime.batcher is not None:
+            runtime.metrics.queue_pixels.set(runtime.batcher.queued_pixels)
         return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
     @app.post(

@@ -42,6 +42,7 @@ class _Item:
     frame: Any
     threshold: Optional[float]
     future: "asyncio.Future[Any]"
+    pixels: int = 0
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -54,6 +55,7 @@ class Batcher:
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
+        max_queue_pixels: Optional[int] = None,
         on_batch: Optional[Callable[[int, float, List[float]], None]] = None,
         on_depth: Optional[Callable[[int], None]] = None,
     ):
@@ -62,6 +64,8 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_queue_pixels = max_queue_pixels
+        self.queued_pixels = 0  # decoded pixels waiting in the queue (memory held by frames)
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._items: Deque[_Item] = deque()
@@ -98,10 +102,20 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="posepipe-batcher")
 
-    async def submit(self, frame: Any, threshold: Optional[float]) -> Any:
-        """Run one (reserved) frame; the reservation ends when its batch starts."""
+    async def submit(self, frame: Any, threshold: Optional[float], pixels: int = 0) -> Any:
+        """Run one (reserved) frame; the reservation ends when its batch starts.
+        QueueFull (and the reservation released) when the decoded frames already
+        waiting hold `max_queue_pixels`: the queue is bounded in memory too. A
+        frame alone in the queue is always taken."""
+        if self._closing and (self._task is None or self._task.done()):
+            self.release()
+            raise Closed()  # nothing would run it any more
+        if self.max_queue_pixels is not None and self._items and self.queued_pixels + pixels > self.max_queue_pixels:
+            self.release()
+            raise QueueFull()
         future = asyncio.get_running_loop().create_future()
-        self._items.append(_Item(frame, threshold, future))
+        self.queued_pixels += pixels
+        self._items.append(_Item(frame, threshold, future, pixels))
         self._wakeup.set()
         return await future
 
@@ -132,6 +146,7 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             batch = self._take(leader.threshold)
+            self.queued_pixels -= sum(item.pixels for item in batch)
             self.release(len(batch))
             await self._run(batch, leader.threshold)
 

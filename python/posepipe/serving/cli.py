@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("pipeline (as paddlex --serve)")
     g.add_argument("--pipeline", default="human_keypoint_detection", help="pipeline name or PaddleX pipeline YAML path")
-    g.add_argument("--device", default=None, help="cpu, gpu, gpu:N, ... (default: what create_pipeline picks)")
+    g.add_argument("--device", default=None, help="cpu, gpu, gpu:N, ...; none: what create_pipeline picks")
     g.add_argument("--use_hpip", action="store_true", help="high-performance inference, as PaddleX's flag")
-    g.add_argument("--cpu_threads", type=_positive(int), default=None, help="threads for the models (default: all cores)")
+    g.add_argument("--cpu_threads", type=_positive(int), default=None, help="threads for the models; none: all cores")
 
     g = p.add_argument_group("listening")
     g.add_argument("--host", default=d.host)
@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the oldest queued request waits for others to join its batch")
     g.add_argument("--max_queue", type=_positive(int), default=d.max_queue,
                    help="requests waiting for the pipeline (decoding or queued); one more gets 503 at once")
+    g.add_argument("--max_queue_pixels", type=_positive(int), default=d.max_queue_pixels,
+                   help="decoded pixels the waiting requests may hold (memory bound); over it: 503")
     g.add_argument("--limit_concurrency", type=_positive(int), default=d.limit_concurrency,
-                   help="uvicorn's cap on concurrent connections (default: none)")
+                   help="uvicorn's cap on concurrent connections; none: no cap")
 
     g = p.add_argument_group("input limits and URL safety")
     g.add_argument("--max_body_bytes", type=_positive(int), default=d.max_body_bytes, help="413 above it")
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("responses and process")
     g.add_argument("--visualize", type=_bool, default=None,
-                   help="default of the request's visualize (default: the YAML's Serving.visualize, else true)")
+                   help="default of the request's visualize; none: the YAML's Serving.visualize, else true")
     g.add_argument("--decode_threads", type=_non_negative(int), default=d.decode_threads,
                    help="threads decoding images and encoding visualizations (0: min(4, cores))")
     g.add_argument("--no_warmup", action="store_true", help="report ready without a warm-up run")
@@ -110,6 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> ServingSettings:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
+        max_queue_pixels=args.max_queue_pixels,
         max_body_bytes=args.max_body_bytes,
         max_image_bytes=args.max_image_bytes,
         max_pixels=args.max_pixels,

@@ -39,6 +39,9 @@ class Metrics:
             "Inference requests admitted and not yet on the pipeline (decoding or waiting for a batch)",
             registry=registry,
         )
+        self.queue_pixels = Gauge(
+            "posepipe_queue_pixels", "Decoded pixels held by requests waiting for a batch", registry=registry
+        )
         self.queue_limit = Gauge("posepipe_queue_limit", "max_queue: above it requests get 503", registry=registry)
         batch_buckets: List[float] = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, max_batch})
         self.batch_size = Histogram(

@@ -18,8 +18,10 @@ class ServingSettings:
     port: int = 8080
 
     # --- batching: concurrent requests share one pipeline call ----------------
-    # Most images per pipeline call.
-    max_batch: int = 8
+    # Most images per pipeline call. On CPU the models' cost grows about
+    # linearly with the batch, so bigger batches buy little throughput and cost
+    # latency; on GPU raise it.
+    max_batch: int = 4
     # How long the oldest waiting request may wait for others to join its batch.
     # A batch leaves as soon as it is full, or at once when the previous batch
     # kept the requests waiting longer than this already.
@@ -27,6 +29,10 @@ class ServingSettings:
     # Requests admitted but not yet handed to the pipeline (decoding or queued).
     # One more is answered 503 at once (with Retry-After) instead of queueing.
     max_queue: int = 64
+    # Decoded pixels the waiting requests may hold (3 bytes each: 256 MP is
+    # 768 MB). One more decoded image over it: 503. Bounds memory where
+    # max_queue alone would not (64 x 67 MP would be 13 GB).
+    max_queue_pixels: int = 256_000_000
 
     # --- limits on what a request may make the server do ----------------------
     # Request body, checked from Content-Length before the body is read (and
@@ -76,7 +82,7 @@ class ServingSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServingSettings.{name} must be a positive integer, got {value!r}")
 
-        for name in ("max_batch", "max_queue", "max_body_bytes", "max_image_bytes", "max_pixels"):
+        for name in ("max_batch", "max_queue", "max_queue_pixels", "max_body_bytes", "max_image_bytes", "max_pixels"):
             positive_int(name)
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"ServingSettings.port must be 0..65535, got {self.port!r}")

@@ -1,0 +1,429 @@
+"""NumPy references for posepipe's C++ kernels, written from what PaddleX 3.7.2
+and OpenCV compute, independently of the C++ code.
+
+Where PaddleX calls OpenCV the references call the same cv2 function; where the
+installed cv2 cannot stand in for the one PaddleX pins (warpAffine changed in
+OpenCV 4.11), or where a second opinion on OpenCV's fixed-point arithmetic is
+useful (resize), the algorithm is spelled out here in NumPy."""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import cv2
+import numpy as np
+
+F32 = np.float32
+
+
+# --------------------------------------------------------------------------- colour, normalisation
+
+
+def as_bgr(img: np.ndarray) -> np.ndarray:
+    """Grey and BGRA inputs as the 3-channel BGR image the kernels work on."""
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def paddlex_normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float], is_scale: bool) -> np.ndarray:
+    """PaddleX's Normalize (float32 channel * (scale/std) then + (-mean/std), in
+    place, NumPy promotion rules) followed by HWC -> CHW."""
+    scale = 1.0 / 255.0 if is_scale else 1
+    planes = []
+    for c in range(3):
+        plane = img[:, :, c].astype(np.float32)
+        plane *= scale / std[c]
+        plane += -mean[c] / std[c]
+        planes.append(plane)
+    return np.stack(planes)
+
+
+def paddlex_order(img: np.ndarray, to_rgb: bool) -> np.ndarray:
+    """The image PaddleX resizes/warps: BGR converted to RGB by its reader when to_rgb."""
+    bgr = as_bgr(img)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if to_rgb else bgr
+
+
+def keep_ratio_size(h: int, w: int, target_h: int, target_w: int) -> Tuple[int, int]:
+    """PaddleX's Resize(keep_ratio=True) output size (Python round: half to even)."""
+    scale = min(max(target_h, target_w) / max(h, w), min(target_h, target_w) / min(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+# --------------------------------------------------------------------------- OpenCV 8-bit resize
+
+
+def _cubic_weights_f32(f: np.ndarray) -> np.ndarray:
+    """OpenCV's float32 Keys weights (a = -0.75) for fractions f, shape (n, 4)."""
+    a, one = F32(-0.75), F32(1)
+    x = f.astype(F32)
+    w0 = ((a * (x + one) - F32(5) * a) * (x + one) + F32(8) * a) * (x + one) - F32(4) * a
+    w1 = ((a + F32(2)) * x - (a + F32(3))) * x * x + one
+    w2 = ((a + F32(2)) * (one - x) - (a + F32(3))) * (one - x) * (one - x) + one
+    return np.stack([w0, w1, w2, one - w0 - w1 - w2], -1)
+
+
+def _fixed(weights: np.ndarray) -> np.ndarray:
+    """float32 weights -> OpenCV's 11-bit fixed point (round half to even)."""
+    return np.rint(weights.astype(F32) * F32(2048)).astype(np.int64)
+
+
+def _centre_positions(ssize: int, dsize: int):
+    scale = 1.0 / (dsize / ssize)
+    pos = ((np.arange(dsize) + 0.5) * scale - 0.5).astype(F32)
+    start = np.floor(pos).astype(np.int64)
+    return start, (pos - start.astype(F32)).astype(F32)
+
+
+def _linear_taps(ssize: int, dsize: int, pin_fraction: bool):
+    start, frac = _centre_positions(ssize, dsize)
+    if pin_fraction:  # along x OpenCV pins samples outside the image to the edge pixel
+        frac = np.where((start < 0) | (start >= ssize - 1), F32(0), frac)
+        start = np.clip(start, 0, ssize - 1)
+    idx = np.clip(start[:, None] + np.arange(2), 0, ssize - 1)
+    return idx, _fixed(np.stack([F32(1) - frac, frac], -1))
+
+
+def _separable(img: np.ndarray, xidx, xw, yidx):
+    """Horizontal pass (exact integer sums), then the source rows each output row reads."""
+    src = img.astype(np.int64)
+    rows = (src[:, xidx, :] * xw[None, :, :, None]).sum(2)  # H x out_w x 3
+    return rows[yidx]  # out_h x taps x out_w x 3
+
+
+def resize_linear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """cv2.resize INTER_LINEAR on a 3-channel uint8 image (exact 2x downscales
+    go to OpenCV's 2x2 average instead, see resize_area2x2)."""
+    xidx, xw = _linear_taps(img.shape[1], out_w, True)
+    yidx, yw = _linear_taps(img.shape[0], out_h, False)
+    rows = _separable(img, xidx, xw, yidx)
+    # OpenCV's SIMD vertical pass: >> 4, keep the high half of the 16x16 product, round off 2 bits.
+    hi = ((rows >> 4) * yw[:, :, None, None]) >> 16
+    return np.clip((hi.sum(1) + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def resize_area2x2(img: np.ndarray) -> np.ndarray:
+    s = img.astype(np.int64)
+    total = s[0::2, 0::2] + s[0::2, 1::2] + s[1::2, 0::2] + s[1::2, 1::2]
+    return ((total + 2) >> 2).astype(np.uint8)
+
+
+def resize_cubic_opencv(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """OpenCV's own INTER_CUBIC for uint8 (what cv2 does without IPP): the
+    vertical pass runs in float on whole groups of 8 values of the interleaved
+    row and in exact integers on the row's last (width % 8) values."""
+    xs, xf = _centre_positions(img.shape[1], out_w)
+    ys, yf = _centre_positions(img.shape[0], out_h)
+    xidx = np.clip(xs[:, None] + np.arange(-1, 3), 0, img.shape[1] - 1)
+    yidx = np.clip(ys[:, None] + np.arange(-1, 3), 0, img.shape[0] - 1)
+    xw, yw = _fixed(_cubic_weights_f32(xf)), _fixed(_cubic_weights_f32(yf))
+    rows = _separable(img, xidx, xw, yidx).reshape(out_h, 4, -1)
+    exact = np.clip(((rows * yw[:, :, None]).sum(1) + (1 << 21)) >> 22, 0, 255)
+    b = yw.astype(F32) * F32(1.0 / (1 << 22))
+    p = [rows[:, k].astype(F32) * b[:, k, None] for k in range(4)]
+    fast = np.clip(np.rint(p[0] + (p[1] + (p[2] + p[3]))), 0, 255)
+    width = rows.shape[-1]
+    out = np.where(np.arange(width) < width // 8 * 8, fast, exact)
+    return out.astype(np.uint8).reshape(out_h, out_w, -1)
+
+
+def _keys(t: np.ndarray) -> np.ndarray:
+    a, t = -0.75, np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def resize_cubic_ipp_model(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """The model of IPP's bicubic (used by x86 opencv-python for sources of at
+    least 4x4): exact Keys weights rounded to float32, float32 sums paired as
+    (t0 + t1) + (t2 + t3), round half to even. IPP itself is closed and differs
+    from this by one grey level on ~1e-5 of the pixels."""
+
+    def taps(ssize, dsize):
+        pos = (np.arange(dsize) + 0.5) * (ssize / dsize) - 0.5
+        start = np.floor(pos).astype(np.int64)
+        f = pos - start
+        w = np.stack([_keys(f + 1), _keys(f), _keys(1 - f), _keys(2 - f)], -1).astype(F32)
+        return np.clip(start[:, None] + np.arange(-1, 3), 0, ssize - 1), w
+
+    xidx, xw = taps(img.shape[1], out_w)
+    yidx, yw = taps(img.shape[0], out_h)
+    px = img.astype(F32)[:, xidx, :]  # H x out_w x 4 x C
+    h = (px[:, :, 0] * xw[None, :, 0, None] + px[:, :, 1] * xw[None, :, 1, None]) + (
+        px[:, :, 2] * xw[None, :, 2, None] + px[:, :, 3] * xw[None, :, 3, None]
+    )  # H x out_w x C, float32
+    r = h[yidx]  # out_h x 4 x out_w x C
+    wy = yw[:, :, None, None]
+    v = (r[:, 0] * wy[:, 0] + r[:, 1] * wy[:, 1]) + (r[:, 2] * wy[:, 2] + r[:, 3] * wy[:, 3])
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+
+
+def resize_nearest(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """cv2.resize INTER_NEAREST: source index floor(d * (src / dst)), clamped."""
+    ix = np.minimum(np.floor(np.arange(out_w) * (1.0 / (out_w / img.shape[1]))).astype(int), img.shape[1] - 1)
+    iy = np.minimum(np.floor(np.arange(out_h) * (1.0 / (out_h / img.shape[0]))).astype(int), img.shape[0] - 1)
+    return img[iy][:, ix]
+
+
+# --------------------------------------------------------------------------- top-down crop geometry
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return b + np.array([-d[1], d[0]], dtype=np.float32)
+
+
+def paddlex_affine(center, scale, output_size, inv: bool = False) -> np.ndarray:
+    """PaddleX's get_affine_transform with rot = 0 and no shift, keeping its
+    NumPy dtypes: float32 point pairs solved by cv2.getAffineTransform."""
+    center, scale = np.asarray(center), np.asarray(scale)
+    cos, sin = np.cos(0.0), np.sin(0.0)
+    half = scale[0] * -0.5
+    src_dir = [0.0 * cos - half * sin, 0.0 * sin + half * cos]
+    dst_w, dst_h = output_size
+    src = np.zeros((3, 2), np.float32)
+    src[0, :] = center + scale * np.array((0.0, 0.0))
+    src[1, :] = center + src_dir + scale * np.array((0.0, 0.0))
+    src[2, :] = _third_point(src[0, :], src[1, :])
+    dst = np.zeros((3, 2), np.float32)
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0.0, dst_w * -0.5])
+    dst[2, :] = _third_point(dst[0, :], dst[1, :])
+    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+
+
+def paddlex_udp_matrix(center, scale, output_size) -> np.ndarray:
+    """PaddleX's get_warp_matrix(0, center * 2, (w - 1, h - 1), scale), a float32
+    matrix; the divisions happen in the dtype of `scale` (NumPy weak scalars)."""
+    center, scale = np.asarray(center), np.asarray(scale)
+    size_in = center * 2.0
+    size_dst = [output_size[0] - 1.0, output_size[1] - 1.0]
+    cos, sin = np.cos(np.deg2rad(0)), np.sin(np.deg2rad(0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sx = size_dst[0] / scale[0]
+        sy = size_dst[1] / scale[1]
+        m = np.zeros((2, 3), np.float32)
+        m[0, 0] = cos * sx
+        m[0, 1] = -sin * sx
+        m[0, 2] = sx * (-0.5 * size_in[0] * cos + 0.5 * size_in[1] * sin + 0.5 * scale[0])
+        m[1, 0] = sin * sy
+        m[1, 1] = cos * sy
+        m[1, 2] = sy * (-0.5 * size_in[0] * sin - 0.5 * size_in[1] * cos + 0.5 * scale[1])
+    return m
+
+
+def _cv_round(v: np.ndarray) -> np.ndarray:
+    """x86 cvRound(double): half to even; NaN / out of int32 range -> INT_MIN."""
+    ok = (v > -2147483648.5) & (v < 2147483647.5)
+    return np.where(ok, np.rint(np.where(ok, v, 0)), -(2**31)).astype(np.int64)
+
+
+def _wrap32(v: np.ndarray) -> np.ndarray:
+    return ((v + 2**31) % 2**32) - 2**31
+
+
+def warp_affine_410(img: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """cv2.warpAffine(img, m, (out_w, out_h), flags=INTER_LINEAR) with a zero
+    border as OpenCV 4.10 (PaddleX's pinned version) computes it: invert m,
+    map pixels in 10-bit fixed point, sample at 1/32 pixel with 15-bit weights."""
+    m = np.asarray(m, np.float64).ravel()
+    with np.errstate(all="ignore"):  # degenerate (inf / NaN) matrices are part of the contract
+        d = m[0] * m[4] - m[1] * m[3]
+        d = 1.0 / d if d != 0 else 0.0
+        a11, a22, a12, a21 = m[4] * d, m[0] * d, m[1] * -d, m[3] * -d
+        inv = [a11, a12, -a11 * m[2] - a12 * m[5], a21, a22, -a21 * m[2] - a22 * m[5]]
+    xs, ys = np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        adelta = _cv_round(inv[0] * xs * 1024)
+        bdelta = _cv_round(inv[3] * xs * 1024)
+        x0 = _wrap32(_cv_round((inv[1] * ys + inv[2]) * 1024) + 16)
+        y0 = _wrap32(_cv_round((inv[4] * ys + inv[5]) * 1024) + 16)
+    X = _wrap32(x0[:, None] + adelta[None, :]) >> 5
+    Y = _wrap32(y0[:, None] + bdelta[None, :]) >> 5
+    sx, sy = np.clip(X >> 5, -32768, 32767), np.clip(Y >> 5, -32768, 32767)
+    fx, fy = X & 31, Y & 31
+    h, w = img.shape[:2]
+    src = img.reshape(h, w, -1).astype(np.int64)
+    total = np.zeros((out_h, out_w, src.shape[2]), np.int64)
+    for dy, dx, weight in ((0, 0, (32 - fy) * (32 - fx)), (0, 1, (32 - fy) * fx), (1, 0, fy * (32 - fx)), (1, 1, fy * fx)):
+        tx, ty = sx + dx, sy + dy
+        inside = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
+        px = src[np.clip(ty, 0, h - 1), np.clip(tx, 0, w - 1)]
+        total += np.where(inside[..., None], px, 0) * (weight * 32)[..., None]
+    return ((total + (1 << 14)) >> 15).astype(np.uint8).reshape((out_h, out_w) + img.shape[2:])
+
+
+# --------------------------------------------------------------------------- multiclass_nms3
+
+
+def _area(b, normalized):
+    if b[2] < b[0] or b[3] < b[1]:
+        return F32(0)
+    w, h = b[2] - b[0], b[3] - b[1]
+    return w * h if normalized else (w + F32(1)) * (h + F32(1))
+
+
+def _overlap(a, b, normalized):
+    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
+        return F32(0)
+    pad = F32(0) if normalized else F32(1)
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + pad
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + pad
+    inter = iw * ih
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (_area(a, normalized) + _area(b, normalized) - inter)
+
+
+def multiclass_nms3(boxes, scores, score_threshold, nms_top_k, keep_top_k, iou_threshold, normalized=True,
+                    background_label=-1, nms_eta=1.0):
+    """Paddle's multiclass_nms3 CPU semantics for boxes [N,M,4], scores [N,C,M]:
+    per class, scores above the threshold in stable descending order, the
+    first nms_top_k, greedy suppression (IoU > threshold); the image's top
+    keep_top_k overall; rows grouped by class (ascending), by score within."""
+    rows, counts = [], []
+    for bx, sc in zip(boxes, scores):
+        kept = {}
+        for c in range(sc.shape[0]):
+            if c == background_label:
+                continue
+            order = sorted((i for i in range(sc.shape[1]) if sc[c, i] > F32(score_threshold)), key=lambda i: -sc[c, i])
+            if nms_top_k > -1:
+                order = order[:nms_top_k]
+            threshold, sel = F32(iou_threshold), []
+            for i in order:
+                if all(_overlap(bx[i], bx[j], normalized) <= threshold for j in sel):
+                    sel.append(i)
+                    if nms_eta < 1 and threshold > 0.5:
+                        threshold *= F32(nms_eta)
+            kept[c] = sel
+        total = sum(len(v) for v in kept.values())
+        if keep_top_k > -1 and total > keep_top_k:
+            flat = sorted(((c, i) for c in kept for i in kept[c]), key=lambda ci: -sc[ci[0], ci[1]])[:keep_top_k]
+            kept = {c: [i for cc, i in flat if cc == c] for c in kept}
+            total = keep_top_k
+        for c in sorted(kept):
+            rows += [[c, sc[c, i], *bx[i]] for i in kept[c]]
+        counts.append(total)
+    return np.array(rows, np.float32).reshape(-1, 6), np.array(counts, np.int32)
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def paddlex_final_preds(heatmaps, centers, scales, use_dark=True, kernel=3):
+    """PaddleX's KptPostProcess.get_final_preds for float32 heatmaps [N,K,H,W]
+    (on a copy: PaddleX blurs its input in place): (x, y, maxval) [N,K,3], float32."""
+    hm = np.array(heatmaps, np.float32)
+    n, k, h, w = hm.shape
+    flat = hm.reshape(n, k, -1)
+    idx = np.argmax(flat, 2)
+    maxvals = np.amax(flat, 2)[..., None]
+    coords = np.tile(idx[..., None], (1, 1, 2)).astype(np.float32)
+    coords[..., 0] = coords[..., 0] % w
+    coords[..., 1] = np.floor(coords[..., 1] / w)
+    with np.errstate(invalid="ignore"):
+        coords *= np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
+    if use_dark:
+        pad = (kernel - 1) // 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for i in range(n):
+                for j in range(k):
+                    top = np.max(hm[i, j])
+                    padded = np.zeros((h + 2 * pad, w + 2 * pad))
+                    padded[pad:-pad, pad:-pad] = hm[i, j]
+                    hm[i, j] = cv2.GaussianBlur(padded, (kernel, kernel), 0)[pad:-pad, pad:-pad]
+                    hm[i, j] *= top / np.max(hm[i, j])
+            logs = np.log(np.maximum(hm, 1e-10))
+        for i in range(n):
+            for j in range(k):
+                coords[i, j] = _dark_step(logs[i, j], coords[i, j])
+    else:
+        for i in range(n):
+            for j in range(k):
+                m = hm[i, j]
+                px, py = int(math.floor(coords[i, j, 0] + 0.5)), int(math.floor(coords[i, j, 1] + 0.5))
+                if 1 < px < w - 1 and 1 < py < h - 1:
+                    diff = np.array([m[py][px + 1] - m[py][px - 1], m[py + 1][px] - m[py - 1][px]])
+                    coords[i, j] += np.sign(diff) * 0.25
+    out = np.zeros((n, k, 3), np.float32)  # PaddleX writes the projections into float32 coords
+    for i in range(n):
+        back = paddlex_affine(centers[i], scales[i], [w, h], inv=True)
+        for j in range(k):
+            out[i, j, :2] = np.dot(back, np.array([coords[i, j, 0], coords[i, j, 1], 1.0]))
+    out[..., 2] = maxvals[..., 0]
+    return out
+
+
+def _dark_step(m, coord):
+    h, w = m.shape
+    px, py = int(coord[0]), int(coord[1])
+    if not (1 < px < w - 2 and 1 < py < h - 2):
+        return coord
+    dx = 0.5 * (m[py][px + 1] - m[py][px - 1])
+    dy = 0.5 * (m[py + 1][px] - m[py - 1][px])
+    dxx = 0.25 * (m[py][px + 2] - 2 * m[py][px] + m[py][px - 2])
+    dxy = 0.25 * (m[py + 1][px + 1] - m[py - 1][px + 1] - m[py + 1][px - 1] + m[py - 1][px - 1])
+    dyy = 0.25 * (m[py + 2][px] - 2 * m[py][px] + m[py - 2][px])
+    with np.errstate(invalid="ignore", over="ignore"):
+        if dxx * dyy - dxy**2 != 0:
+            hessian = np.array([[dxx, dxy], [dxy, dyy]])
+            step = np.dot(-np.linalg.inv(hessian), np.array([[dx], [dy]]))
+            coord = coord + step[:, 0]
+    return coord
+
+
+def flip_back(flipped, pairs, shift):
+    """PaddleX's flip_back (mirror W, swap each pair in order) and PP-TinyPose's shift."""
+    out = np.array(flipped, np.float32)[:, :, :, ::-1].copy()
+    for a, b in pairs:
+        tmp = out[:, a].copy()
+        out[:, a] = out[:, b]
+        out[:, b] = tmp
+    if shift:
+        out[:, :, :, 1:] = out.copy()[:, :, :, :-1]
+    return out
+
+
+# --------------------------------------------------------------------------- test helpers
+
+
+def assert_releases_gil(run, total_seconds: float = 0.1, min_call: float = 0.02, attempts: int = 5) -> None:
+    """Calls `run` (one kernel call) repeatedly in a thread for about
+    `total_seconds` and checks that this thread kept executing Python code in
+    the middle half of the calls. Around each call's entry and exit the GIL
+    changes hands (a switch lets the other thread run for ~5 ms), so only the
+    middle of calls longer than `min_call` counts. With the GIL held no tick
+    lands there; released, this loop ticks thousands of times unless the
+    machine is starved of CPU, hence a few attempts."""
+    import threading
+    import time
+
+    def measure():
+        windows, ticks = [], []
+
+        def worker():
+            begin = time.perf_counter()
+            while time.perf_counter() - begin < total_seconds:
+                start = time.perf_counter()
+                run()
+                windows.append((start, time.perf_counter()))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        while thread.is_alive():
+            ticks.append(time.perf_counter())
+            time.sleep(0)
+        thread.join()
+        middles = [(s + (e - s) / 4, e - (e - s) / 4) for s, e in windows if e - s > min_call]
+        assert middles, f"each call took under {min_call}s: give the kernel more work"
+        t = np.array(ticks)
+        return sum(int(((t > a) & (t < b)).sum()) for a, b in middles)
+
+    counts = []
+    for _ in range(attempts):
+        counts.append(measure())
+        if counts[-1] >= 3:
+            return
+    raise AssertionError(f"Python ticks while the kernel ran: {counts}; the GIL was held")
