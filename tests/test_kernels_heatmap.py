@@ -169,6 +169,6 @@ def test_flip_bad_arguments_name_the_argument():
 
 def test_releases_the_gil():
     rng = np.random.default_rng(8)
-    maps = gaussian_maps(rng, 150, 17, 64, 48)
-    centers, scales = boxes(rng, 150)
+    maps = gaussian_maps(rng, 500, 17, 64, 48)
+    centers, scales = boxes(rng, 500)
     ref.assert_releases_gil(lambda: K.decode_heatmaps(maps, centers, scales, True, 3, 1))

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _kernels
+from .batching import chunk_sizes_to_warm, run_chunked
 from .errors import ModelError
 from .models.spec import ModelSpec
 from .runtime.base import Backend
@@ -36,6 +37,7 @@ class Detector:
         threshold: Optional[float] = None,
         nms: NmsSettings = NmsSettings(),
         num_threads: int = 0,
+        max_batch: int = 1,
     ):
         if spec.detector is None:
             raise ModelError(f"{spec.model_dir}: not a detector model (its inference.yml has no Resize step)")
@@ -49,6 +51,7 @@ class Detector:
         self.threshold = spec.draw_threshold if threshold is None else float(threshold)
         self.nms = nms
         self.num_threads = num_threads
+        self.max_batch = max(1, int(max_batch))
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
         p = self.preprocess_spec
@@ -71,7 +74,13 @@ class Detector:
         return {name: feeds[name] for name in self.backend.input_names}
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        return self.backend.run(feeds)
+        return run_chunked(self.backend, feeds, self.max_batch)
+
+    def warmup(self) -> None:
+        """Build the backend's kernels for every batch size infer() can use."""
+        grey = np.full((self.target_hw[0], self.target_hw[1], 3), 114, np.uint8)
+        for size in chunk_sizes_to_warm(self.max_batch):
+            self.infer(self.preprocess([grey] * size))
 
     def postprocess(
         self, outputs: List[np.ndarray], image_sizes: Sequence[Tuple[int, int]], threshold: Optional[float] = None

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from . import _kernels
+from .batching import chunk_sizes_to_warm, run_chunked
 from .crops import boxes_to_center_scale, make_crops
 from .errors import ModelError
 from .models.spec import ModelSpec
@@ -76,8 +77,11 @@ class KeypointModel:
         return self.decode(self.heatmaps(crops), centers, scales)
 
     def _run_batched(self, crops: np.ndarray) -> np.ndarray:
-        parts = []
-        for start in range(0, len(crops), self.max_batch):
-            chunk = np.ascontiguousarray(crops[start : start + self.max_batch])
-            parts.append(np.asarray(self.backend.run({self.input_name: chunk})[0], dtype=np.float32))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        outputs = run_chunked(self.backend, {self.input_name: crops}, self.max_batch)
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    def warmup(self) -> None:
+        """Build the backend's kernels for every batch size predict() can use."""
+        w, h = self.input_wh
+        for size in chunk_sizes_to_warm(self.max_batch):
+            self.backend.run({self.input_name: np.zeros((size, 3, h, w), np.float32)})

@@ -67,6 +67,7 @@ class KeypointPipeline:
             img_size=det_cfg.img_size,
             threshold=det_cfg.threshold,
             num_threads=threads,
+            max_batch=det_cfg.batch_size,
         )
         self.keypoints = KeypointModel(
             kpt_spec,
@@ -82,6 +83,13 @@ class KeypointPipeline:
             "keypoints": self.keypoints.backend.describe(),
         }
         log.info("posepipe backends: %s", self.metadata)
+
+    def warmup(self) -> None:
+        """Run every batch shape once so that the first real requests do not pay
+        for kernel creation (oneDNN builds its primitives per shape). Batches
+        reach the models in power-of-two chunks, so these are all the shapes."""
+        self.detector.warmup()
+        self.keypoints.warmup()
 
     @classmethod
     def from_config(

@@ -181,11 +181,11 @@ class ServingRuntime:
         """Run every batch size the server can send once, so the first real
         requests don't pay for kernel selection and memory allocation (with
         oneDNN a new input shape costs 0.3-1 s once). A pipeline with its own
-        `warmup(max_batch=...)` (e.g. one that also warms its keypoint model,
+        `warmup()` (e.g. one that also warms its keypoint model,
         which synthetic frames without people cannot reach) is asked to do it."""
         warmup = getattr(self.pipeline, "warmup", None)
         if callable(warmup):
-            warmup(max_batch=self.settings.max_batch)
+            warmup()
             return
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
