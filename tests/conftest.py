@@ -49,3 +49,14 @@ def real_models_config(shared_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def real_config(shared_dir) -> dict:
     return real_models_config(shared_dir)
+
+
+@pytest.fixture(scope="module")
+def posepipe_home(tmp_path_factory):
+    """A fresh POSEPIPE_HOME for one test module: ONNX conversions, TensorRT
+    engines and use_hpip decisions go there, not to ~/.cache or ../shared
+    (read-only), and the module's first use_hpip selection is measured."""
+    home = tmp_path_factory.mktemp("posepipe_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSEPIPE_HOME", str(home))
+        yield home

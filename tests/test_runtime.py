@@ -23,7 +23,6 @@ from posepipe.errors import ConfigError, DeviceError
 from posepipe.models.spec import DETECTOR, load_model_spec
 from posepipe.runtime import BACKENDS, BackendUnavailable, Device, RuntimeOptions, create_backend, parse_device
 from posepipe.runtime import device as device_module
-from posepipe.runtime import paddle as paddle_backend
 
 HEATMAP_TOL = 1e-4
 BOX_TOL_PX = 0.02
@@ -311,8 +310,12 @@ def test_leaky_relu_and_interp_with_onednn_forced(tmp_path):
 
     # The child imports the same posepipe as this process.
     env = {**os.environ, "PYTHONPATH": str(Path(posepipe.__file__).parents[1])}
+    script = tmp_path / "leaky.py"  # a file: Paddle's dy2st reads the layer's source
+    script.write_text(_LEAKY_SCRIPT)
+    model = tmp_path / "model"
+    model.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", _LEAKY_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, str(script), str(model)], capture_output=True, text=True, env=env, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     flags, diff = proc.stdout.strip().splitlines()[-2:]

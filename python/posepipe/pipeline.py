@@ -58,8 +58,16 @@ class KeypointPipeline:
             use_hpip=use_hpip,
         )
         det_cfg, kpt_cfg = config.detector, config.keypoints
-        det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir))
-        kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir))
+        det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector")
+        kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint")
+        for cfg, spec in ((det_cfg, det_spec), (kpt_cfg, kpt_spec)):
+            # PaddleX refuses such a directory; we run it, since what a model
+            # computes comes from its own inference.yml, but say so.
+            if cfg.model_name != spec.model_name:
+                log.warning(
+                    "%s: inference.yml names model %r but the config says %r; using the directory's",
+                    spec.model_dir, spec.model_name, cfg.model_name,
+                )
         threads = options.cpu_threads or 0
         self.detector = Detector(
             det_spec,

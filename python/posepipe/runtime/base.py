@@ -30,8 +30,8 @@ class RuntimeOptions:
     # oneDNN's cache of primitives per input shape; the keypoint batch size varies.
     onednn_cache_capacity: int = 16
     gpu_memory_mb: int = 100  # initial GPU memory pool, as PaddleX uses
-    # PaddleX's high-performance-inference switch. Accepted for API parity; the
-    # paddle backend already applies its fast settings, TensorRT is not wired yet.
+    # PaddleX's high-performance-inference switch: create_backend then picks the
+    # fastest backend whose outputs match plain Paddle (runtime/select.py).
     use_hpip: bool = False
 
     def __post_init__(self):

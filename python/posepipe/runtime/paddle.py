@@ -1,20 +1,33 @@
 """Paddle Inference backend (zero-copy tensors, one predictor per model).
 
-CPU and oneDNN, as measured on Paddle 3.3.1 (2-core CPU; full table in
-runtime/README.md):
-* oneDNN is much faster on every model we have (PP-TinyPose and MoveNet
-  batches of 8: 2-8x; detectors: ~1.5-5x) and agrees with the plain CPU
-  kernels to ~1e-5 (float summation order), so `use_onednn=None` turns it on.
+CPU settings for `use_onednn=None`, measured on Paddle 3.3.1, 2-core CPU, ms
+per call, plain kernels vs oneDNN, 2 threads (reproduce with
+`python -m posepipe.runtime.measure MODEL_DIR... --photo X.jpg`):
+
+    model                 batch   plain  oneDNN   max |diff|
+    PP-TinyPose_128x96        1    25.4    16.3   5.7e-7 (heatmap)
+    PP-TinyPose_128x96        8   125.2    53.3   7.5e-7
+    PP-TinyPose_256x192       1    63.9    52.7   1.2e-6
+    PP-TinyPose_256x192       8   384.6   249.3   1.4e-6
+    MoveNet Thunder           1    75.9    23.7   1.2e-6
+    MoveNet Thunder           8  1046.1   137.5   1.2e-6
+    PP-YOLOE-S_human          1   327.1    71.0   1.6e-3 px (boxes, 640 px input)
+    PP-YOLOE-S_human_noNMS    1   394.9    77.5   9e-4 px for scores > 0.3
+    NanoDet                   1    79.0    29.5   1.5e-4 px
+
+* oneDNN is faster on every model and agrees to float rounding, so it is on by
+  default. Two threads beat or match one on every model (TinyPose within noise).
 * oneDNN cannot execute the `*_interp` ops of PIR programs (Paddle issue
   #79749: "ConvertPirAttribute2RuntimeAttribute not support
   ArrayAttribute<DoubleAttribute>"); PP-YOLOE's neck and PP-TinyPose's
   LiteHRNet use them. Deleting `onednn_placement_pass` keeps the fused oneDNN
-  convolutions (created by the fuse passes) and leaves the remaining ops,
-  interpolation included, on Paddle's native kernels. It was measured to be as
-  fast as full placement where both run, so it costs nothing.
-* oneDNN's conv + leaky_relu fusion segfaults at predictor creation; only
-  deleting `conv2d_bias_fuse_pass` avoids it, which leaves little oneDNN
-  benefit, so such models stay on the plain kernels unless forced.
+  convolutions (made by the fuse passes) and leaves the other ops,
+  interpolation included, on Paddle's native kernels. Where full placement
+  also runs (MoveNet, NanoDet) it was no faster, so nothing is lost.
+* oneDNN's conv + leaky_relu fusion segfaults at predictor creation; deleting
+  `conv2d_bias_fuse_pass` avoids it. No real model with leaky_relu was at hand
+  to check speed and accuracy, so the auto choice keeps such models on the
+  plain kernels; `use_onednn=True` runs them with that pass deleted.
 """
 from __future__ import annotations
 
@@ -52,7 +65,7 @@ def auto_onednn(spec: ModelSpec) -> Tuple[bool, str]:
         return False, "paddlepaddle was built without oneDNN"
     if spec.has_leaky_relu:
         return False, "leaky_relu: oneDNN's conv+leaky_relu fusion crashes on Paddle 3.3"
-    return True, "oneDNN is faster and matches the plain kernels to ~1e-5"
+    return True, "oneDNN: faster on every measured model, same outputs to float rounding"
 
 
 def onednn_deleted_passes(spec: ModelSpec) -> List[str]:
@@ -84,7 +97,7 @@ class PaddleBackend(Backend):
             config.enable_memory_optim()
         config.disable_glog_info()
         if options.use_hpip:
-            log.info("posepipe: use_hpip has no separate plugin here; Paddle Inference runs with posepipe's tuned settings")
+            log.info("posepipe: use_hpip is handled by create_backend (runtime/select.py); this Paddle backend runs as configured")
         try:
             self._predictor = paddle_inference.create_predictor(config)
         except Exception as e:  # Paddle raises assorted C++-mapped types
@@ -144,8 +157,7 @@ class PaddleBackend(Backend):
         self._settings.update(cpu_threads=opts.cpu_threads, onednn=onednn, onednn_reason=why, deleted_passes=deleted)
 
     def _setup_gpu(self, config) -> None:
-        # TensorRT hook: spec.hpi_dynamic_shapes holds the min/opt/max shapes
-        # `enable_tensorrt_engine` + `set_trt_dynamic_shape_info` would need.
+        # TensorRT lives in runtime/paddle_trt.py (PIR programs need its convert step).
         _first(config, "disable_onednn", "disable_mkldnn")()
         config.enable_use_gpu(self.options.gpu_memory_mb, self.options.device.index)
         if self.options.device.kind == "dcu":
