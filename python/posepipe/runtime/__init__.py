@@ -10,14 +10,23 @@ from ..errors import ConfigError
 from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device, parse_device
+from .onnxruntime import OrtBackend  # cheap: onnxruntime itself is imported when a backend is built
 from .paddle import PaddleBackend  # cheap: paddle itself is imported when a backend is built
 
 BACKENDS: Dict[str, Type[Backend]] = {
     "paddle": PaddleBackend,
+    "onnxruntime": OrtBackend,
 }
 
 
 def create_backend(spec: ModelSpec, options: RuntimeOptions, backend: str = "paddle") -> Backend:
+    if options.use_hpip and backend == "paddle":
+        # PaddleX's high-performance switch: measure the backends this device
+        # has and keep the fastest that matches plain Paddle (runtime/select.py).
+        # A backend named explicitly (not the default) wins over use_hpip.
+        from .select import select_backend
+
+        return select_backend(spec, options)
     try:
         cls = BACKENDS[backend]
     except KeyError:
