@@ -389,12 +389,13 @@ def flip_back(flipped, pairs, shift):
 # --------------------------------------------------------------------------- test helpers
 
 
-def assert_releases_gil(run, total_seconds: float = 0.1, min_call: float = 0.02, attempts: int = 5) -> None:
+def assert_releases_gil(run, total_seconds: float = 0.2, min_call: float = 0.004, attempts: int = 10) -> None:
     """Calls `run` (one kernel call) repeatedly in a thread for about
     `total_seconds` and checks that this thread kept executing Python code in
     the middle half of the calls. Around each call's entry and exit the GIL
-    changes hands (a switch lets the other thread run for ~5 ms), so only the
-    middle of calls longer than `min_call` counts. With the GIL held no tick
+    changes hands (a switch lets the other thread run for one switch interval,
+    cut here to 0.1 ms for the measurement), so only the middle of calls longer
+    than `min_call` counts. With the GIL held no tick
     lands there; released, this loop ticks thousands of times unless the
     machine is starved of CPU, hence a few attempts."""
     import threading
@@ -421,9 +422,16 @@ def assert_releases_gil(run, total_seconds: float = 0.1, min_call: float = 0.02,
         t = np.array(ticks)
         return sum(int(((t > a) & (t < b)).sum()) for a, b in middles)
 
+    import sys
+
     counts = []
-    for _ in range(attempts):
-        counts.append(measure())
-        if counts[-1] >= 3:
-            return
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        for _ in range(attempts):
+            counts.append(measure())
+            if counts[-1] >= 3:
+                return
+    finally:
+        sys.setswitchinterval(interval)
     raise AssertionError(f"Python ticks while the kernel ran: {counts}; the GIL was held")

@@ -132,3 +132,10 @@ def test_bad_arguments_name_the_argument():
 def test_releases_the_gil():
     boxes, scores = random_problem(np.random.default_rng(3), 1, 30000, 1)
     ref.assert_releases_gil(lambda: K.multiclass_nms(boxes, scores, 0.0, 3000, -1, 0.9, num_threads=1))
+
+
+def test_gil_check_catches_a_call_that_holds_the_gil():
+    """The GIL tests are only worth something if their check can fail."""
+    values = list(np.random.default_rng(0).random(300_000))
+    with pytest.raises(AssertionError, match="GIL was held"):
+        ref.assert_releases_gil(lambda: sorted(values), attempts=3)
