@@ -163,7 +163,7 @@ def test_single_missing_input_is_one_line(fake, tmp_path, capsys):
     [
         (["--input", "x.jpg", "--det_threshold", "abc"], "argument --det_threshold: not a number: 'abc'"),
         (["--input", "x.jpg", "--det_threshold", "1.5"], "argument --det_threshold: must be between 0 and 1, got 1.5"),
-        (["--input", "x.jpg", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["--input", "x.jpg", "--threads", "0"], "argument --threads: must be > 0, got 0"),
         (["--input", "x.jpg", "--flip", "maybe"], "argument --flip: expected true or false, got 'maybe'"),
         (["--input", "x.jpg", "--bogus"], "unrecognized arguments: --bogus"),
         (["--pipeline", "human_keypoint_detection"], "--input is required"),

@@ -243,11 +243,27 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _bounded(kind, low: float, inclusive: bool):
+    """An argparse type: a number of `kind` above `low` (or equal, if inclusive)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low}, got {text}")
+        return value
+
+    return parse
+
+
+def positive_number(kind):
+    return _bounded(kind, 0, inclusive=False)
+
+
+def non_negative_number(kind):
+    return _bounded(kind, 0, inclusive=True)
+
+
+_positive_int = positive_number(int)

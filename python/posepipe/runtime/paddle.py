@@ -102,25 +102,12 @@ class PaddleBackend(Backend):
             self._predictor = paddle_inference.create_predictor(config)
         except Exception as e:  # Paddle raises assorted C++-mapped types
             raise ModelError(f"{spec.model_dir}: Paddle Inference cannot load this model: {e}") from e
-        self.input_names = list(self._predictor.get_input_names())
-        self.output_names = list(self._predictor.get_output_names())
-        self._inputs = {n: self._predictor.get_input_handle(n) for n in self.input_names}
-        self._outputs = [self._predictor.get_output_handle(n) for n in self.output_names]
-        # A predictor is not thread-safe; serving may call one backend from several threads.
-        self._lock = threading.Lock()
+        self._runner = ZeroCopyRunner(self._predictor, f"{spec.model_dir}: Paddle Inference")
+        self.input_names = self._runner.input_names
+        self.output_names = self._runner.output_names
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ModelError(f"{self.spec.model_dir}: missing model input(s) {missing}; the model takes {self.input_names}")
-        with self._lock:
-            for name, handle in self._inputs.items():
-                handle.copy_from_cpu(np.ascontiguousarray(inputs[name]))
-            try:
-                self._predictor.run()
-            except Exception as e:
-                raise ModelError(f"{self.spec.model_dir}: Paddle Inference failed to run the model: {e}") from e
-            return [h.copy_to_cpu() for h in self._outputs]
+        return self._runner.run(inputs)
 
     def describe(self) -> Dict[str, Any]:
         import paddle
@@ -181,6 +168,33 @@ _DEVICE_SETUP = {
     "dcu": PaddleBackend._setup_gpu,
     "xpu": PaddleBackend._setup_xpu,
 }
+
+
+class ZeroCopyRunner:
+    """A Paddle predictor fed through its zero-copy handles, behind a lock: a
+    predictor is not thread-safe and serving may call one from several threads."""
+
+    def __init__(self, predictor, label: str):
+        self._predictor = predictor
+        self._label = label
+        self.input_names = list(predictor.get_input_names())
+        self.output_names = list(predictor.get_output_names())
+        self._inputs = [predictor.get_input_handle(n) for n in self.input_names]
+        self._outputs = [predictor.get_output_handle(n) for n in self.output_names]
+        self._lock = threading.Lock()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ModelError(f"{self._label}: missing model input(s) {missing}; the model takes {self.input_names}")
+        with self._lock:
+            for name, handle in zip(self.input_names, self._inputs):
+                handle.copy_from_cpu(np.ascontiguousarray(inputs[name]))
+            try:
+                self._predictor.run()
+            except Exception as e:  # Paddle raises assorted C++-mapped types
+                raise ModelError(f"{self._label} failed to run the model: {e}") from e
+            return [h.copy_to_cpu() for h in self._outputs]
 
 
 def _first(obj, *names):

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -33,7 +32,7 @@ from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import model_key, posepipe_home
 from .onnxruntime import trt_batch_profile
-from .paddle import import_paddle_inference
+from .paddle import ZeroCopyRunner, import_paddle_inference
 
 log = logging.getLogger("posepipe")
 
@@ -93,7 +92,7 @@ class PaddleTrtBackend(Backend):
             predictor = paddle_inference.create_predictor(config)
         except Exception as e:
             raise ModelError(f"{self._prefix}: Paddle Inference cannot load the TensorRT program: {e}") from e
-        self._runner = _ZeroCopy(predictor, spec)
+        self._runner = ZeroCopyRunner(predictor, f"{spec.model_dir}: Paddle TensorRT")
         self.input_names = self._runner.input_names
         self.output_names = self._runner.output_names
         self.batch_limit: Optional[int] = min(p[2][0] for p in self._profile.values()) if self._profile else None
@@ -177,29 +176,3 @@ class PaddleTrtBackend(Backend):
                 shutil.rmtree(work, ignore_errors=True)
         return folder / "inference"
 
-
-class _ZeroCopy:
-    """A predictor behind a lock (a predictor is not thread-safe), fed with
-    zero-copy input/output handles."""
-
-    def __init__(self, predictor, spec: ModelSpec):
-        self._predictor = predictor
-        self._spec = spec
-        self.input_names = list(predictor.get_input_names())
-        self.output_names = list(predictor.get_output_names())
-        self._in = [predictor.get_input_handle(n) for n in self.input_names]
-        self._out = [predictor.get_output_handle(n) for n in self.output_names]
-        self._lock = threading.Lock()
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ModelError(f"{self._spec.model_dir}: missing model input(s) {missing}; the model takes {self.input_names}")
-        with self._lock:
-            for name, handle in zip(self.input_names, self._in):
-                handle.copy_from_cpu(np.ascontiguousarray(inputs[name]))
-            try:
-                self._predictor.run()
-            except Exception as e:
-                raise ModelError(f"{self._spec.model_dir}: Paddle TensorRT failed to run the model: {e}") from e
-            return [h.copy_to_cpu() for h in self._out]
