@@ -27,7 +27,7 @@ from posepipe.runtime.paddle import PaddleBackend
 from posepipe.runtime.parity import FP16, FP32, compare
 from posepipe.runtime.select import calibration_feeds
 
-pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: E402,F401  (the test extra installs it)
 
 MODELS = [
     "real/person_detector_nanodet",

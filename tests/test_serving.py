@@ -609,12 +609,14 @@ def test_overload_is_answered_503_quickly(tmp_path):
 
 def test_queue_is_bounded_in_decoded_pixels_too(tmp_path):
     # 100x100 images, room for 3 of them waiting: the rest are refused once decoded.
+    # 3 are accepted when all arrive before the first batch starts, up to 6 when
+    # the batcher takes some into the (150 ms) batch in between.
     settings = {"max_batch": 1, "max_wait_ms": 0, "max_queue": 64, "max_queue_pixels": 3 * 100 * 100}
     with ServerProcess.fake(tmp_path, settings, {"batch_delay_ms": 150}) as proc:
         bodies = [{"image": b64(encode(random_image(i, 100, 100), "PNG")), "visualize": False} for i in range(10)]
         results = asyncio.run(post_many(proc.url, bodies, concurrency=10, timeout=30))
         statuses = [status for status, *_ in results]
-        assert 4 <= statuses.count(200) <= 6 and statuses.count(503) >= 4, statuses
+        assert 3 <= statuses.count(200) <= 6 and statuses.count(503) >= 4, statuses
         assert all("pixels" in body["errorMsg"] for status, body, *_ in results if status == 503)
         metrics = httpx.get(proc.url + "/metrics").text
         assert "posepipe_queue_pixels 0.0" in metrics and "posepipe_queue_depth 0.0" in metrics
