@@ -23,8 +23,8 @@ COCO_FLIP_PAIRS = np.array([[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [
 NMS = {"score_threshold": 0.01, "nms_top_k": 1000, "keep_top_k": 100, "iou_threshold": 0.6}
 
 
-def run_all(shared: Path, quick: bool = False) -> Dict[str, Any]:
-    """{suite: {kernel: result}} for both model sets' shapes."""
+def run_all(shared: Path, suites: List[str], quick: bool = False) -> Dict[str, Any]:
+    """{suite: {kernel: result}} on the shapes of each model set."""
     try:
         from posepipe import _kernels
     except ImportError as e:
@@ -34,7 +34,7 @@ def run_all(shared: Path, quick: bool = False) -> Dict[str, Any]:
     reference = json.loads((shared / "reference" / "paddlex_real_models.json").read_text())
     boxes = np.array([p["coordinate"] for p in reference[GROWTH_PHOTO]], np.float32)
     out = {}
-    for name in ("real", "official_arch") if not quick else ("real",):
+    for name in suites:
         shapes = Shapes(shared, name)
         cases = {
             "det_preprocess": det_preprocess_case(_kernels, shapes, image),

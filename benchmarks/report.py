@@ -15,7 +15,7 @@ STAGE_LABELS = {
     "kpt_decode": "kpt decode",
     "result_and_glue": "result",
 }
-BUSY_LOAD = 0.5
+BUSY_SHARE = 0.05  # other processes' share of the CPU above which the table warns
 SUITE_TITLES = {"real": "real models", "official_arch": "official architectures (synthetic weights)"}
 
 
@@ -84,17 +84,20 @@ def same_persons(row: Dict[str, Any]) -> bool:
 def table(results: Dict[str, Any]) -> str:
     meta = results["meta"]
     m = meta["machine"]
+    others = m.get("others_cpu_share")
     lines = [
-        f"posepipe benchmark  {meta['date']}  {m['cpu']}, {m['cores']} cores",
+        f"posepipe benchmark  {meta['date']}  {m['cpu']}, {m['cores']} cores"
+        + ("" if others is None else f"; other processes took {others:.0%} of the CPU meanwhile"),
         f"command: {meta['command']}",
         f"PaddleX: {meta.get('paddlex', '?')}",
+        f"posepipe options: {meta['posepipe_options'] or 'defaults'}",
         f"{meta['repeat']} warm rounds per photo after {meta['warmup']} warm-up; sides alternate; "
         f"times in ms as min / median",
     ]
-    if m["load_before"] > BUSY_LOAD:
+    if others is not None and others > BUSY_SHARE:
         lines.append(
-            f"WARNING: the machine was busy before the run (load average {m['load_before']:.1f}): "
-            "other processes share the cores, so medians are noisy; minima are the steadier figure"
+            f"WARNING: other processes used {others:.0%} of the CPU during the run: they share the cores, "
+            "so times are inflated and noisy (minima are the steadier figure); rerun on an idle machine"
         )
     for name, suite in results["suites"].items():
         lines += [""] + suite_table(name, suite)
@@ -125,9 +128,21 @@ def suite_table(name: str, suite: Dict[str, Any]) -> List[str]:
 def describe_posepipe(info: Dict[str, Any]) -> str:
     parts = [info.get("engine", "posepipe")]
     for key in ("detector", "keypoints"):
-        if key in info:
-            parts.append(f"{key} {info[key]}")
+        if isinstance(info.get(key), dict):
+            parts.append(f"{key} " + compact(info[key]))
     return "; ".join(parts)
+
+
+def compact(settings: Dict[str, Any]) -> str:
+    """A backend's settings on one line: plain values only (the JSON keeps the rest),
+    and a nested choice such as hpip's as its `chosen` entry."""
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, dict) and "chosen" in value:
+            parts.append(f"{key}={value['chosen']} ({value.get('decision', '')})")
+        elif not isinstance(value, (dict, list)) and key not in ("model_dir", "onednn_reason", "onnx"):
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def describe_peers(peers: Dict[str, Any]) -> List[str]:
@@ -137,7 +152,7 @@ def describe_peers(peers: Dict[str, Any]) -> List[str]:
     for key, label in PEERS.items():
         if key in peers:
             p = peers[key]
-            lines.append(f"  {label}: detector {p['detector']}, keypoints {p['keypoints']}")
+            lines.append(f"  {label}: detector {compact(p['detector'])}; keypoints {compact(p['keypoints'])}")
     return lines
 
 
@@ -196,7 +211,10 @@ def growth_table(growth: Dict[str, Any]) -> List[str]:
         persons = "/".join(str(v) for v in dict.fromkeys(p["persons"].values()))
         cells = "".join(f"{p['e2e'][s]['median_ms']:>12.1f}" for s in sides if s in p["e2e"])
         lines.append(f"  {p['det_threshold']:>10.4f}{persons:>9}{cells}")
-    fits = [f"{PEERS.get(s, s)} {f['ms_per_person']:.1f} ms/person (+{f['intercept_ms']:.0f} ms)" for s, f in growth["slope"].items()]
+    fits = [
+        f"{PEERS.get(s, s)} {f['ms_per_person']:.1f} ms/person ({f['intercept_ms']:+.0f} ms at 0)"
+        for s, f in growth["slope"].items()
+    ]
     if fits:
         ratio = f"; PaddleX/posepipe {growth['slope_ratio']:.1f}x" if "slope_ratio" in growth else ""
         lines.append("  slope: " + ", ".join(fits) + ratio)
@@ -251,7 +269,7 @@ def chart(results: Dict[str, Any], path: Path) -> Optional[Path]:
 def photo_labels(suites: Dict[str, Any]):
     for name, suite in suites.items():
         for r in suite["photos"]:
-            yield name, r, f"{name}\n{Path(r['photo']).stem} ({r['persons']['posepipe']})"
+            yield name, r, f"{name}: {Path(r['photo']).stem} ({r['persons']['posepipe']})"
 
 
 def plot_e2e(ax, suites):
@@ -262,7 +280,7 @@ def plot_e2e(ax, suites):
         xs = [j + i * width for j in range(len(rows))]
         ys = [r["e2e"].get(side, {}).get("median_ms", 0) for _, r, _ in rows]
         ax.bar(xs, ys, width, label=PEERS.get(side, side))
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [label for _, _, label in rows], fontsize=7)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [label for _, _, label in rows], fontsize=7, rotation=25, ha="right")
     ax.set_ylabel("ms per image (median)")
     ax.set_title("End to end per photo (persons)")
     ax.legend()
@@ -288,7 +306,7 @@ def plot_stages(ax, suites):
         ys = [r["stages"][key]["median_ms"] for _, r, _ in rows]
         ax.bar(range(len(rows)), ys, bottom=bottoms, label=label)
         bottoms = [b + y for b, y in zip(bottoms, ys)]
-    ax.set_xticks(range(len(rows)), [label for _, _, label in rows], fontsize=7)
+    ax.set_xticks(range(len(rows)), [label for _, _, label in rows], fontsize=7, rotation=25, ha="right")
     ax.set_ylabel("ms (median)")
     ax.set_title("posepipe per stage")
     ax.legend(fontsize=7, ncol=2)
@@ -303,7 +321,7 @@ def plot_kernels(ax, kernels):
     ax.barh(range(len(values)), values)
     ax.set_yticks(range(len(values)), labels, fontsize=7)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}x")
+    ax.set_xticks([0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32], ["1/8", "1/4", "1/2", "1x", "2x", "4x", "8x", "16x", "32x"])
     ax.xaxis.set_minor_formatter(lambda value, _: "")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("speedup over the NumPy/OpenCV reference (median, log scale)")

@@ -16,10 +16,13 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -34,6 +37,7 @@ from suites import GROWTH_PHOTO, SUITES, Suite, default_peer_python, find_shared
 HERE = Path(__file__).resolve().parent
 FULL_GROWTH_COUNTS = [1, 2, 5, 10, 20, 30, 40]
 QUICK_GROWTH_COUNTS = [1, 4]
+QUICK_PHOTOS = ["hrnet_demo.jpg", "000000087038.jpg"]
 STAGES = ["det_preprocess", "det_infer", "det_postprocess", "crops", "kpt_infer", "kpt_decode"]
 PEER = "paddlex"
 PEER_TUNED = "paddlex_tuned"
@@ -113,7 +117,8 @@ def bench_suite(suite: Suite, shared: Path, sides: Sides, args) -> Dict[str, Any
     peers = init_peers(suite, shared, sides, args)
     out["paddlex"] = peers
     print(f"[{suite.name}] end to end per photo", file=sys.stderr)
-    out["photos"] = [bench_photo(suite, shared / "photos" / photo, sides, peers, args) for photo in suite.photos]
+    photos = QUICK_PHOTOS if args.quick else suite.photos
+    out["photos"] = [bench_photo(suite, shared / "photos" / photo, sides, peers, args) for photo in photos]
     print(f"[{suite.name}] cost growth", file=sys.stderr)
     out["growth"] = bench_growth(suite, shared / "photos" / GROWTH_PHOTO, sides, peers, args)
     print(f"[{suite.name}] throughput", file=sys.stderr)
@@ -250,7 +255,8 @@ def bench_throughput(suite: Suite, shared: Path, sides: Sides, peers: Dict[str, 
         if key != "posepipe":
             sides.posepipe.request("init", name=pp_name(suite, key), config=config, options={**args.pp_options, **options})
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as folder:
-        n_images = fill_folder(Path(folder), shared / "photos", suite.photos, args.folder_copies)
+        photos = QUICK_PHOTOS if args.quick else suite.photos
+        n_images = fill_folder(Path(folder), shared / "photos", photos, args.folder_copies)
         calls = {
             key: (lambda key=key: sides.posepipe.request("run", name=pp_name(suite, key), inputs=folder))
             for key in variants
@@ -264,7 +270,7 @@ def bench_throughput(suite: Suite, shared: Path, sides: Sides, peers: Dict[str, 
         out[key] = {
             "images_per_s": 1000.0 * n_images / times["median_ms"],
             "best_images_per_s": 1000.0 * n_images / times["min_ms"],
-            "seconds": times,
+            "folder_ms": times,
             "persons": sum(runs[-1]["persons"]),
         }
     if PEER in out:
@@ -298,17 +304,46 @@ def machine() -> Dict[str, Any]:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "load_before": os.getloadavg()[0],
     }
+
+
+class CpuWitness:
+    """How much CPU other processes took while the benchmark ran: a busy
+    machine shifts every number (two-thread model runs wait for a descheduled
+    thread), so the table says when it happened."""
+
+    def __init__(self):
+        self.start = time.monotonic(), machine_busy_s(), own_cpu_s()
+
+    def others_share(self) -> Optional[float]:
+        wall, busy, own = self.start
+        if busy is None:
+            return None
+        elapsed = (time.monotonic() - wall) * (os.cpu_count() or 1)
+        return max(0.0, (machine_busy_s() - busy) - (own_cpu_s() - own)) / elapsed
+
+
+def machine_busy_s() -> Optional[float]:
+    """CPU seconds all processes have used since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the workers, once closed)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     shared = find_shared()
     suites = ["real", "official_arch"] if args.models == "both" else [args.models]
-    if args.quick:
-        for name in suites:
-            SUITES[name].photos = ["hrnet_demo.jpg", "000000087038.jpg"]
     results: Dict[str, Any] = {
         "meta": {
             "command": " ".join([os.path.basename(sys.executable), "benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -321,6 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         },
         "suites": {},
     }
+    witness = CpuWitness()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the workers
     sides = Sides(args)
     try:
         for name in suites:
@@ -329,7 +366,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         sides.close()
     print("[kernels] micro-benchmarks", file=sys.stderr)
-    results["kernels"] = kernels.run_all(shared, quick=args.quick)
+    results["kernels"] = kernels.run_all(shared, suites, quick=args.quick)
+    results["meta"]["machine"]["others_cpu_share"] = witness.others_share()
     results["targets"] = report.check_targets(results)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
