@@ -17,7 +17,9 @@ from typing import Any, Dict, List
 import httpx
 import numpy as np
 import pytest
+import yaml
 
+from conftest import real_models_config
 from posepipe.serving.schemas import InferResponse
 from posepipe.serving.testing import ServerProcess
 from test_serving import ENDPOINT, image_info, post_many, run_paddlex_docs_client, without_log_id
@@ -28,24 +30,8 @@ PHOTOS = ["000000014439.jpg", "000000087038.jpg", "000000570688.jpg", "hrnet_dem
 if not (MODELS / "person_detector_nanodet").is_dir() or not (SHARED / "photos").is_dir():
     raise RuntimeError(f"test assets missing: {MODELS} and {SHARED}/photos (../shared next to the repo)")
 
-PIPELINE_YAML = f"""\
-pipeline_name: human_keypoint_detection
-SubModules:
-  ObjectDetection:
-    module_name: object_detection
-    model_name: PP-YOLOE-S_human
-    model_dir: {MODELS / "person_detector_nanodet"}
-    batch_size: 1
-    threshold: null
-    img_size: null
-  KeypointDetection:
-    module_name: keypoint_detection
-    model_name: PP-TinyPose_256x192
-    model_dir: {MODELS / "keypoint_movenet_thunder"}
-    batch_size: 1
-    flip: False
-    use_udp: null
-"""
+# The same config the pipeline tests use, as the YAML file users pass to `serve`.
+PIPELINE_YAML = yaml.safe_dump(real_models_config(SHARED), sort_keys=False)
 
 
 def photo_b64(name: str) -> str:
