@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _protocol import serve, timed_calls  # noqa: E402
 
 PIPELINES = {}
+PREPARED = {}
 
 
 def init(name, config, device="cpu", options=None):
@@ -47,16 +48,26 @@ def run(name, inputs, repeat=1, det_threshold=None):
 def floor(name, image, repeat=1):
     pipeline = PIPELINES[name]
     decode_s = timed_calls(lambda: read_image(image), repeat)
+    # Inputs are prepared on the first request for this photo (a warm-up round),
+    # so that here, as in `run`, the timed detector call is the first model call
+    # after the benchmark's idle pause, not a second call right after an untimed one.
+    if (name, image) not in PREPARED:
+        PREPARED[name, image] = prepare_model_inputs(pipeline, image)
+    feeds, crops, persons = PREPARED[name, image]
+    det_s = timed_calls(lambda: pipeline.detector.infer(feeds), repeat)
+    kpt_s = timed_calls(lambda: pipeline.keypoints.heatmaps(crops), repeat) if crops is not None else [0.0] * repeat
+    return {"decode_s": decode_s, "det_model_s": det_s, "kpt_model_s": kpt_s, "persons": persons}
+
+
+def prepare_model_inputs(pipeline, image):
+    """The detector's feeds and the person crops of one photo, as the pipeline makes them."""
     frame = read_image(image)
     feeds = pipeline.detector.preprocess([frame])
     boxes = pipeline.detector.postprocess(pipeline.detector.infer(feeds), [frame.shape[:2]])[0]
     crops = None
     if len(boxes):
-        index = [0] * len(boxes)
-        crops = pipeline.keypoints.crops([frame], _int32(index), boxes[:, 2:6])[0]
-    det_s = timed_calls(lambda: pipeline.detector.infer(feeds), repeat)
-    kpt_s = timed_calls(lambda: pipeline.keypoints.heatmaps(crops), repeat) if crops is not None else [0.0] * repeat
-    return {"decode_s": decode_s, "det_model_s": det_s, "kpt_model_s": kpt_s, "persons": int(len(boxes))}
+        crops = pipeline.keypoints.crops([frame], _int32([0] * len(boxes)), boxes[:, 2:6])[0]
+    return feeds, crops, int(len(boxes))
 
 
 def scores(name, image):

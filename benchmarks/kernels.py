@@ -37,7 +37,7 @@ def run_all(shared: Path, suites: List[str], quick: bool = False) -> Dict[str, A
     for name in suites:
         shapes = Shapes(shared, name)
         cases = {
-            "det_preprocess": det_preprocess_case(_kernels, shapes, image),
+            "det_preprocess": det_preprocess_case(shapes, image),
             "crops": crops_case(_kernels, shapes, image, boxes),
             "heatmap_decode": decode_case(_kernels, shapes, boxes),
             "flip_average": flip_case(_kernels, shapes, len(boxes)),
@@ -95,13 +95,16 @@ def max_diff(a, b) -> float:
 # --- detector preprocessing ------------------------------------------------------------------
 
 
-def det_preprocess_case(k, shapes: Shapes, image: np.ndarray):
+def det_preprocess_case(shapes: Shapes, image: np.ndarray):
+    from posepipe.detector import preprocess_images  # importable once run_all has checked the kernels
+
     h, w = shapes.det_hw
     norm = shapes.det_norm
 
     def ours():
-        return k.resize_normalize_batch(
-            [image], h, w, shapes.det_interp, list(norm["mean"]), list(norm["std"]), True, True, False, 0
+        # Detector.preprocess: cv2.cvtColor + cv2.resize, then the C++ normalize_batch.
+        return preprocess_images(
+            [image], (h, w), False, shapes.det_interp, norm["mean"], norm["std"], norm.get("is_scale", True), True
         )[0]
 
     def theirs():

@@ -1,13 +1,15 @@
 #include "affine.h"
 
-#include "pixels.h"
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace posepipe {
 
@@ -140,6 +142,99 @@ void topdown_matrix(double cx, double cy, double sw, double sh, int out_w, int o
 
 namespace {
 
+// OpenCV's bilinear weights are exact at 1/32 steps: tap (i, j) of the 2x2
+// neighbourhood gets wy[i] * wx[j] * 32 out of 2^15, with wx = (32 - fx, fx)
+// and wy = (32 - fy, fy), and the pixel is (sum + 2^14) >> 15. The common
+// factor 32 cancels exactly: (sum' + 2^9) >> 10 with weights wy[i] * wx[j] of
+// at most 1024, which fit the int16 lanes of a multiply-add.
+constexpr int kWeightBits = 2 * kInterBits;
+
+// Where one output pixel samples: the top-left tap (saturated to int16 as
+// OpenCV stores it) and the 1/32-pixel fractions.
+struct Sample {
+  int sx, sy, fx, fy;
+};
+
+// Whether all four taps of a sample at (sx, sy) lie inside a W x H image.
+inline bool taps_inside(int sx, int sy, int W, int H) {
+  return (static_cast<unsigned>(sx) < static_cast<unsigned>(W - 1)) &
+         (static_cast<unsigned>(sy) < static_cast<unsigned>(H - 1));
+}
+
+// Any pixel, taps outside the image reading the zero border; the first three
+// channels (grey replicated) as 8-bit values. Used where the 2x2 taps straddle
+// the border, and for every pixel where there is no SIMD path (hence the
+// interior shortcut: the same sum, taken rows first).
+template <int CH>
+void sample_with_border(const ImageU8& img, const Sample& s, int v[3]) {
+  const int W = img.width, H = img.height;
+  const int wx[2] = {kTab - s.fx, s.fx}, wy[2] = {kTab - s.fy, s.fy};
+  if (taps_inside(s.sx, s.sy, W, H)) {
+    const size_t stride = static_cast<size_t>(W) * CH;
+    const uint8_t* r0 = img.data + s.sy * stride + s.sx * CH;
+    const uint8_t* r1 = r0 + stride;
+    for (int c = 0; c < 3; ++c) {
+      const int k = CH == 1 ? 0 : c;
+      const int top = r0[k] * wx[0] + r0[CH + k] * wx[1], bottom = r1[k] * wx[0] + r1[CH + k] * wx[1];
+      v[c] = (top * wy[0] + bottom * wy[1] + (1 << (kWeightBits - 1))) >> kWeightBits;
+    }
+    return;
+  }
+  int sum[3] = {0, 0, 0};
+  for (int i = 0; i < 2; ++i) {
+    const int ty = s.sy + i;
+    if (ty < 0 || ty >= H) continue;
+    for (int j = 0; j < 2; ++j) {
+      const int tx = s.sx + j;
+      if (tx < 0 || tx >= W) continue;
+      const uint8_t* px = img.data + (static_cast<size_t>(ty) * W + tx) * CH;
+      const int w = wy[i] * wx[j];
+      for (int c = 0; c < 3; ++c) sum[c] += px[CH == 1 ? 0 : c] * w;
+    }
+  }
+  for (int c = 0; c < 3; ++c) v[c] = (sum[c] + (1 << (kWeightBits - 1))) >> kWeightBits;
+}
+
+#if defined(__SSE2__)
+// The bytes of one pixel in the low 32 bits (grey replicated to 4 lanes). A
+// 3-channel pixel is read with a 4-byte load, except the image's very last
+// pixel, whose 4th byte would lie past the buffer.
+template <int CH>
+inline __m128i load_pixel(const uint8_t* px, bool last_of_image) {
+  uint32_t bytes;
+  if (CH == 1)
+    bytes = px[0] * 0x01010101u;
+  else if (CH == 4 || !last_of_image)
+    std::memcpy(&bytes, px, 4);
+  else
+    bytes = px[0] | px[1] << 8 | px[2] << 16;
+  return _mm_cvtsi32_si128(static_cast<int>(bytes));
+}
+
+// A pixel whose four taps are all inside the image, normalized: lanes hold the
+// source channels (the 4th is junk). Integer multiply-adds give OpenCV's exact
+// sums; the normalization is the float32 multiply and add the LUT holds.
+template <int CH>
+inline __m128 interior_pixel(const ImageU8& img, const Sample& s, __m128 alpha, __m128 beta) {
+  const size_t stride = static_cast<size_t>(img.width) * CH;
+  const uint8_t* r0 = img.data + s.sy * stride + s.sx * CH;
+  const uint8_t* r1 = r0 + stride;
+  const bool last = s.sy + 2 == img.height && s.sx + 2 == img.width;  // r1's right tap ends the image
+  const __m128i zero = _mm_setzero_si128();
+  // int16 (top, bottom) pairs per channel: left taps and right taps.
+  const __m128i left = _mm_unpacklo_epi8(_mm_unpacklo_epi8(load_pixel<CH>(r0, false), load_pixel<CH>(r1, false)), zero);
+  const __m128i right =
+      _mm_unpacklo_epi8(_mm_unpacklo_epi8(load_pixel<CH>(r0 + CH, false), load_pixel<CH>(r1 + CH, last)), zero);
+  // Matching int16 (top, bottom) weight pairs: wx * (32 - fy) low, wx * fy high;
+  // each at most 1024, so the packed product carries nothing across halves.
+  const int32_t wy = (kTab - s.fy) | s.fy << 16;
+  const __m128i sum = _mm_add_epi32(_mm_madd_epi16(left, _mm_set1_epi32((kTab - s.fx) * wy)),
+                                    _mm_madd_epi16(right, _mm_set1_epi32(s.fx * wy)));
+  const __m128i v = _mm_srai_epi32(_mm_add_epi32(sum, _mm_set1_epi32(1 << (kWeightBits - 1))), kWeightBits);
+  return _mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(v), alpha), beta);
+}
+#endif
+
 template <int CH>
 void warp_rows(const ImageU8& img, const double im[6], int out_w, int out_h, const Normalizer& norm,
                float* out) {
@@ -150,42 +245,62 @@ void warp_rows(const ImageU8& img, const double im[6], int out_w, int out_h, con
     adelta[x] = cv_round(im[0] * x * (1 << kAbBits));
     bdelta[x] = cv_round(im[3] * x * (1 << kAbBits));
   }
-  std::vector<uint8_t> line(static_cast<size_t>(out_w) * 3 + 1);
+  // The current row's samples and whether all four taps of each lie inside
+  // the image, computed in one (vectorizable) pass before the sampling.
+  std::vector<int32_t> sxs(out_w), sys(out_w), fxs(out_w), fys(out_w);
+  std::vector<uint8_t> inside(out_w);
+  const auto sample = [&](int x) { return Sample{sxs[x], sys[x], fxs[x], fys[x]}; };
+  // Channel c of the source goes to output plane source_channel(c) (the
+  // mapping is its own inverse).
+  int plane_of[3];
+  for (int c = 0; c < 3; ++c) plane_of[c] = norm.source_channel(c);
+#if defined(__SSE2__)
+  alignas(16) float a4[4] = {0, 0, 0, 0}, b4[4] = {0, 0, 0, 0};
+  for (int c = 0; c < 3; ++c) a4[c] = norm.alpha[plane_of[c]], b4[c] = norm.beta[plane_of[c]];
+  const __m128 alpha = _mm_load_ps(a4), beta = _mm_load_ps(b4);
+#endif
   const size_t plane = static_cast<size_t>(out_w) * out_h;
-  const size_t stride = static_cast<size_t>(W) * CH;
-  const v4f half = splat(1 << (kRemapBits - 1)), unit = splat(1.f / (1 << kRemapBits));
   for (int y = 0; y < out_h; ++y) {
     const int32_t X0 = wrap_add(cv_round((im[1] * y + im[2]) * (1 << kAbBits)), round_delta);
     const int32_t Y0 = wrap_add(cv_round((im[4] * y + im[5]) * (1 << kAbBits)), round_delta);
     for (int x = 0; x < out_w; ++x) {
       const int32_t X = wrap_add(X0, adelta[x]) >> (kAbBits - kInterBits);
       const int32_t Y = wrap_add(Y0, bdelta[x]) >> (kAbBits - kInterBits);
-      const int sx = sat_i16(X >> kInterBits), sy = sat_i16(Y >> kInterBits);
-      const int fx = X & (kTab - 1), fy = Y & (kTab - 1);
-      // OpenCV's bilinear table is exact at 1/32 steps: weights
-      // (32-fy)(32-fx)*32 etc., summing to 2^15. Sums stay below 2^24, so
-      // float is exact and the final shift is a floor.
-      const float w00 = (kTab - fy) * (kTab - fx) * 32, w01 = (kTab - fy) * fx * 32;
-      const float w10 = fy * (kTab - fx) * 32, w11 = fy * fx * 32;
-      v4f acc;
-      if (static_cast<unsigned>(sx) < static_cast<unsigned>(W - 1) &&
-          static_cast<unsigned>(sy) < static_cast<unsigned>(H - 1)) {
-        const uint8_t* r0 = img.data + sy * stride;
-        const uint8_t* r1 = r0 + stride;
-        acc = (load_px<CH>(r0, sx, W) * splat(w00) + load_px<CH>(r0, sx + 1, W) * splat(w01)) +
-              (load_px<CH>(r1, sx, W) * splat(w10) + load_px<CH>(r1, sx + 1, W) * splat(w11));
-      } else {  // straddles the border: outside taps read the zero border value
-        acc = splat(0);
-        const float w[4] = {w00, w01, w10, w11};
-        for (int t = 0; t < 4; ++t) {
-          const int tx = sx + (t & 1), ty = sy + (t >> 1);
-          if (tx >= 0 && tx < W && ty >= 0 && ty < H) acc += load_px<CH>(img.data + ty * stride, tx, W) * splat(w[t]);
-        }
-      }
-      const v4f v = (acc + half) * unit;
-      for (int c = 0; c < 3; ++c) line[x * 3 + c] = static_cast<uint8_t>(v[c]);
+      sxs[x] = sat_i16(X >> kInterBits), sys[x] = sat_i16(Y >> kInterBits);
+      fxs[x] = X & (kTab - 1), fys[x] = Y & (kTab - 1);
+      inside[x] = taps_inside(sxs[x], sys[x], W, H);
     }
-    norm.write_row(line.data(), out_w, out + static_cast<size_t>(y) * out_w, plane);
+    float* row = out + static_cast<size_t>(y) * out_w;
+    float* lane_out[3] = {row + plane_of[0] * plane, row + plane_of[1] * plane, row + plane_of[2] * plane};
+    // The row alternates between runs of interior pixels (all taps inside)
+    // and border pixels; OpenCV splits it the same way.
+    for (int x = 0; x < out_w;) {
+      const void* stop = std::memchr(inside.data() + x, 0, out_w - x);  // the run's end
+      const int end = stop ? static_cast<int>(static_cast<const uint8_t*>(stop) - inside.data()) : out_w;
+#if defined(__SSE2__)
+      for (; x + 4 <= end; x += 4) {  // 4 pixels, transposed into 3 plane stores
+        __m128 p0 = interior_pixel<CH>(img, sample(x), alpha, beta);
+        __m128 p1 = interior_pixel<CH>(img, sample(x + 1), alpha, beta);
+        __m128 p2 = interior_pixel<CH>(img, sample(x + 2), alpha, beta);
+        __m128 p3 = interior_pixel<CH>(img, sample(x + 3), alpha, beta);
+        _MM_TRANSPOSE4_PS(p0, p1, p2, p3);
+        _mm_storeu_ps(lane_out[0] + x, p0);
+        _mm_storeu_ps(lane_out[1] + x, p1);
+        _mm_storeu_ps(lane_out[2] + x, p2);
+      }
+      for (; x < end; ++x) {
+        alignas(16) float v[4];
+        _mm_store_ps(v, interior_pixel<CH>(img, sample(x), alpha, beta));
+        for (int c = 0; c < 3; ++c) lane_out[c][x] = v[c];
+      }
+#endif
+      // Without SSE2 the interior run lands here too; then the border run.
+      for (; x < out_w && (x < end || !inside[x]); ++x) {
+        int v[3];
+        sample_with_border<CH>(img, sample(x), v);
+        for (int c = 0; c < 3; ++c) lane_out[c][x] = norm.lut[plane_of[c]][v[c]];
+      }
+    }
   }
 }
 

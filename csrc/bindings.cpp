@@ -79,24 +79,31 @@ struct Images {
   std::vector<ImageU8> views;
 };
 
-ImageU8 image_view(py::handle obj, const std::string& name, py::array_t<uint8_t, kC>& keep) {
+// `three_channels_only`: HxWx3 only (what normalize_batch takes); otherwise
+// HxW or HxWxC with C = 1, 3 or 4 (what warp_crops takes).
+ImageU8 image_view(py::handle obj, const std::string& name, py::array_t<uint8_t, kC>& keep, bool three_channels_only) {
   py::array a = as_array(obj, name);
   if (!a.dtype().is(py::dtype::of<uint8_t>()))
     fail(name, "expected a uint8 image, got dtype " + std::string(py::str(a.dtype())));
-  const bool ok = (a.ndim() == 2 || a.ndim() == 3) && a.shape(0) > 0 && a.shape(1) > 0 &&
-                  (a.ndim() == 2 || a.shape(2) == 1 || a.shape(2) == 3 || a.shape(2) == 4);
-  if (!ok) fail(name, "expected an HxW or HxWxC image (C = 1, 3 or 4, H, W >= 1), got shape " + shape_str(a));
+  const bool sized = (a.ndim() == 2 || a.ndim() == 3) && a.shape(0) > 0 && a.shape(1) > 0;
+  if (three_channels_only) {
+    if (!sized || a.ndim() != 3 || a.shape(2) != 3)
+      fail(name, "expected an HxWx3 image (H, W >= 1), got shape " + shape_str(a));
+  } else if (!sized || (a.ndim() == 3 && a.shape(2) != 1 && a.shape(2) != 3 && a.shape(2) != 4)) {
+    fail(name, "expected an HxW or HxWxC image (C = 1, 3 or 4, H, W >= 1), got shape " + shape_str(a));
+  }
   keep = py::array_t<uint8_t, kC>::ensure(a);
   return {keep.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
           a.ndim() == 2 ? 1 : static_cast<int>(a.shape(2))};
 }
 
-Images image_list(const py::sequence& seq, const std::string& name) {
+Images image_list(const py::sequence& seq, const std::string& name, bool three_channels_only = false) {
   if (py::isinstance<py::array>(seq)) fail(name, "expected a list of images, got one array");
   Images out;
   out.keep.resize(seq.size());
   for (size_t i = 0; i < seq.size(); ++i)
-    out.views.push_back(image_view(seq[i], name + "[" + std::to_string(i) + "]", out.keep[i]));
+    out.views.push_back(
+        image_view(seq[i], name + "[" + std::to_string(i) + "]", out.keep[i], three_channels_only));
   return out;
 }
 
@@ -115,118 +122,45 @@ void check_positive(int v, const char* name) {
   if (v < 1) fail(name, "must be >= 1, got " + std::to_string(v));
 }
 
-CubicImpl cubic_impl(const std::string& s) {
-  if (s == "opencv") return CubicImpl::kOpenCV;
-  if (s == "ipp") return CubicImpl::kIPP;
-  if (s == "auto") {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-    return CubicImpl::kIPP;  // x86 opencv-python wheels resize through IPP
-#else
-    return CubicImpl::kOpenCV;
-#endif
-  }
-  fail("cubic", "expected 'auto', 'opencv' or 'ipp', got '" + s + "'");
-}
-
-struct ResizeJob {
-  ImageU8 img;
-  int rh, rw;
-  float* out;
-};
-
-// Plans the resized size of every image and runs them as row bands, so that a
+// Splits every image into row bands and runs them on the threads, so that a
 // single large image still uses every thread.
-void run_resize(std::vector<ResizeJob>& jobs, int out_h, int out_w, int interp, CubicImpl cubic,
-                const Normalizer& norm, int num_threads) {
-  if (jobs.empty()) return;
-  const int threads = resolve_threads(num_threads, static_cast<int64_t>(jobs.size()) * out_h);
-  const int per_image = std::max<int>(1, (threads + static_cast<int>(jobs.size()) - 1) / static_cast<int>(jobs.size()));
+void run_normalize(const std::vector<ImageU8>& imgs, const Normalizer& norm, float* out, int out_h, int out_w,
+                   int num_threads) {
+  if (imgs.empty()) return;
+  const int n = static_cast<int>(imgs.size());
+  const int threads = resolve_threads(num_threads, static_cast<int64_t>(n) * out_h);
+  const int per_image = std::max(1, (threads + n - 1) / n);
   const int bands = std::min(per_image, std::max(1, out_h / 16));
-  parallel_for(static_cast<int64_t>(jobs.size()) * bands, threads, [&](int64_t t) {
-    const ResizeJob& j = jobs[t / bands];
-    const int b = static_cast<int>(t % bands);
-    resize_normalize(j.img, j.rh, j.rw, interp, cubic, norm, j.out, out_h, out_w,
-                     static_cast<int>(static_cast<int64_t>(out_h) * b / bands),
-                     static_cast<int>(static_cast<int64_t>(out_h) * (b + 1) / bands));
+  const size_t stride = static_cast<size_t>(3) * out_h * out_w;
+  parallel_for(static_cast<int64_t>(n) * bands, threads, [&](int64_t t) {
+    const int64_t i = t / bands, b = t % bands;
+    normalize_to_canvas(imgs[i], norm, out + i * stride, out_h, out_w, static_cast<int>(out_h * b / bands),
+                        static_cast<int>(out_h * (b + 1) / bands));
   });
 }
 
-void plan_size(const ImageU8& img, int out_h, int out_w, bool keep_ratio, const std::string& name, int* rh,
-               int* rw) {
-  if (!keep_ratio) {
-    *rh = out_h, *rw = out_w;
-    return;
-  }
-  keep_ratio_size(img.height, img.width, out_h, out_w, rh, rw);
-  if (*rh > out_h || *rw > out_w)
-    fail(name, "keep_ratio resizes " + std::to_string(img.height) + "x" + std::to_string(img.width) + " to " +
-                   std::to_string(*rh) + "x" + std::to_string(*rw) + ", larger than the " + std::to_string(out_h) +
-                   "x" + std::to_string(out_w) + " canvas");
-}
-
-void check_interp(int interp) {
-  if (interp < 0 || interp > 3)
-    fail("interp", "expected 0 (nearest), 1 (linear), 2 (cubic) or 3 (area), got " + std::to_string(interp));
-}
-
-py::tuple resize_normalize_py(py::handle image, int out_h, int out_w, int interp, const std::vector<double>& mean,
-                              const std::vector<double>& stdv, bool is_scale, bool to_rgb, bool keep_ratio,
-                              py::object out, int num_threads, const std::string& cubic) {
+py::array_t<float> normalize_batch_py(const py::sequence& images, int out_h, int out_w,
+                                      const std::vector<double>& mean, const std::vector<double>& stdv,
+                                      bool is_scale, bool to_rgb, int num_threads) {
   check_positive(out_h, "out_h");
   check_positive(out_w, "out_w");
-  check_interp(interp);
   const Normalizer norm = make_normalizer(mean, stdv, is_scale, to_rgb);
-  const CubicImpl impl = cubic_impl(cubic);
-  py::array_t<uint8_t, kC> keep;
-  const ImageU8 img = image_view(image, "image", keep);
-  py::array_t<float, kC> result;
-  if (out.is_none()) {
-    result = py::array_t<float, kC>({py::ssize_t{3}, py::ssize_t{out_h}, py::ssize_t{out_w}});
-  } else {
-    py::array a = as_array(out, "out");
-    if (!a.dtype().is(py::dtype::of<float>())) fail("out", "expected dtype float32, got " + std::string(py::str(a.dtype())));
-    check_shape(a, "out", {3, out_h, out_w});
-    if (!(a.flags() & py::array::c_style) || !a.writeable()) fail("out", "must be C-contiguous and writeable");
-    result = py::reinterpret_borrow<py::array_t<float, kC>>(a);
+  Images imgs = image_list(images, "images", /*three_channels_only=*/true);
+  for (size_t i = 0; i < imgs.views.size(); ++i) {
+    const ImageU8& img = imgs.views[i];
+    if (img.height > out_h || img.width > out_w)
+      fail("images[" + std::to_string(i) + "]", std::to_string(img.height) + "x" + std::to_string(img.width) +
+                                                    " is larger than the " + std::to_string(out_h) + "x" +
+                                                    std::to_string(out_w) + " canvas");
   }
-  int rh, rw;
-  plan_size(img, out_h, out_w, keep_ratio, "image", &rh, &rw);
-  std::vector<ResizeJob> jobs{{img, rh, rw, result.mutable_data()}};
-  {
-    py::gil_scoped_release release;
-    run_resize(jobs, out_h, out_w, interp, impl, norm, num_threads);
-  }
-  return py::make_tuple(result, static_cast<double>(rh) / img.height, static_cast<double>(rw) / img.width);
-}
-
-py::tuple resize_normalize_batch_py(const py::sequence& images, int out_h, int out_w, int interp,
-                                    const std::vector<double>& mean, const std::vector<double>& stdv, bool is_scale,
-                                    bool to_rgb, bool keep_ratio, int num_threads, const std::string& cubic) {
-  check_positive(out_h, "out_h");
-  check_positive(out_w, "out_w");
-  check_interp(interp);
-  const Normalizer norm = make_normalizer(mean, stdv, is_scale, to_rgb);
-  const CubicImpl impl = cubic_impl(cubic);
-  Images imgs = image_list(images, "images");
   const py::ssize_t n = static_cast<py::ssize_t>(imgs.views.size());
   py::array_t<float, kC> batch({n, py::ssize_t{3}, py::ssize_t{out_h}, py::ssize_t{out_w}});
-  py::array_t<float, kC> scales({n, py::ssize_t{2}});
-  std::vector<ResizeJob> jobs;
-  const size_t stride = static_cast<size_t>(3) * out_h * out_w;
-  for (py::ssize_t i = 0; i < n; ++i) {
-    const ImageU8& img = imgs.views[i];
-    int rh, rw;
-    plan_size(img, out_h, out_w, keep_ratio, "images[" + std::to_string(i) + "]", &rh, &rw);
-    jobs.push_back({img, rh, rw, batch.mutable_data() + i * stride});
-    // PaddleX forms the factors in float64 and ToBatch casts them to float32.
-    scales.mutable_at(i, 0) = static_cast<float>(static_cast<double>(rh) / img.height);
-    scales.mutable_at(i, 1) = static_cast<float>(static_cast<double>(rw) / img.width);
-  }
+  float* out = batch.mutable_data();
   {
     py::gil_scoped_release release;
-    run_resize(jobs, out_h, out_w, interp, impl, norm, num_threads);
+    run_normalize(imgs.views, norm, out, out_h, out_w, num_threads);
   }
-  return py::make_tuple(batch, scales);
+  return batch;
 }
 
 py::array_t<double> topdown_matrices_py(py::handle centers, py::handle scales, int out_w, int out_h, bool use_udp,
@@ -372,16 +306,10 @@ py::array_t<float> flip_py(py::handle base, py::handle flipped, py::handle flip_
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "posepipe's C++ pre/post-processing kernels (PaddleX/OpenCV-exact).";
-  m.def("resize_normalize", &resize_normalize_py, py::arg("image"), py::arg("out_h"), py::arg("out_w"),
-        py::arg("interp"), py::arg("mean"), py::arg("std"), py::arg("is_scale"), py::arg("to_rgb"),
-        py::arg("keep_ratio") = false, py::arg("out") = py::none(), py::arg("num_threads") = 0,
-        py::arg("cubic") = "auto",
-        "cv2.resize + PaddleX Normalize + HWC->CHW for one uint8 image. Returns (float32[3,out_h,out_w], "
-        "scale_y, scale_x) with the scales resized/original.");
-  m.def("resize_normalize_batch", &resize_normalize_batch_py, py::arg("images"), py::arg("out_h"), py::arg("out_w"),
-        py::arg("interp"), py::arg("mean"), py::arg("std"), py::arg("is_scale"), py::arg("to_rgb"),
-        py::arg("keep_ratio") = false, py::arg("num_threads") = 0, py::arg("cubic") = "auto",
-        "resize_normalize over a list of images: (float32[N,3,out_h,out_w], float32[N,2] (scale_y, scale_x)).");
+  m.def("normalize_batch", &normalize_batch_py, py::arg("images"), py::arg("out_h"), py::arg("out_w"),
+        py::arg("mean"), py::arg("std"), py::arg("is_scale"), py::arg("to_rgb") = false, py::arg("num_threads") = 0,
+        "PaddleX Normalize + HWC->CHW of already resized uint8 HxWx3 images, each top-left on a zero canvas: "
+        "float32[N,3,out_h,out_w].");
   m.def("topdown_matrices", &topdown_matrices_py, py::arg("centers"), py::arg("scales"), py::arg("out_w"),
         py::arg("out_h"), py::arg("use_udp"), py::arg("inverse") = false,
         "PaddleX's top-down crop matrices, float64[P,2,3] (image->crop, or crop->image when inverse).");

@@ -3,12 +3,11 @@ and OpenCV compute, independently of the C++ code.
 
 Where PaddleX calls OpenCV the references call the same cv2 function; where the
 installed cv2 cannot stand in for the one PaddleX pins (warpAffine changed in
-OpenCV 4.11), or where a second opinion on OpenCV's fixed-point arithmetic is
-useful (resize), the algorithm is spelled out here in NumPy."""
+OpenCV 4.11), the algorithm is spelled out here in NumPy."""
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -43,128 +42,6 @@ def paddlex_order(img: np.ndarray, to_rgb: bool) -> np.ndarray:
     """The image PaddleX resizes/warps: BGR converted to RGB by its reader when to_rgb."""
     bgr = as_bgr(img)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if to_rgb else bgr
-
-
-def keep_ratio_size(h: int, w: int, target_h: int, target_w: int) -> Tuple[int, int]:
-    """PaddleX's Resize(keep_ratio=True) output size (Python round: half to even)."""
-    scale = min(max(target_h, target_w) / max(h, w), min(target_h, target_w) / min(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-# --------------------------------------------------------------------------- OpenCV 8-bit resize
-
-
-def _cubic_weights_f32(f: np.ndarray) -> np.ndarray:
-    """OpenCV's float32 Keys weights (a = -0.75) for fractions f, shape (n, 4)."""
-    a, one = F32(-0.75), F32(1)
-    x = f.astype(F32)
-    w0 = ((a * (x + one) - F32(5) * a) * (x + one) + F32(8) * a) * (x + one) - F32(4) * a
-    w1 = ((a + F32(2)) * x - (a + F32(3))) * x * x + one
-    w2 = ((a + F32(2)) * (one - x) - (a + F32(3))) * (one - x) * (one - x) + one
-    return np.stack([w0, w1, w2, one - w0 - w1 - w2], -1)
-
-
-def _fixed(weights: np.ndarray) -> np.ndarray:
-    """float32 weights -> OpenCV's 11-bit fixed point (round half to even)."""
-    return np.rint(weights.astype(F32) * F32(2048)).astype(np.int64)
-
-
-def _centre_positions(ssize: int, dsize: int):
-    scale = 1.0 / (dsize / ssize)
-    pos = ((np.arange(dsize) + 0.5) * scale - 0.5).astype(F32)
-    start = np.floor(pos).astype(np.int64)
-    return start, (pos - start.astype(F32)).astype(F32)
-
-
-def _linear_taps(ssize: int, dsize: int, pin_fraction: bool):
-    start, frac = _centre_positions(ssize, dsize)
-    if pin_fraction:  # along x OpenCV pins samples outside the image to the edge pixel
-        frac = np.where((start < 0) | (start >= ssize - 1), F32(0), frac)
-        start = np.clip(start, 0, ssize - 1)
-    idx = np.clip(start[:, None] + np.arange(2), 0, ssize - 1)
-    return idx, _fixed(np.stack([F32(1) - frac, frac], -1))
-
-
-def _separable(img: np.ndarray, xidx, xw, yidx):
-    """Horizontal pass (exact integer sums), then the source rows each output row reads."""
-    src = img.astype(np.int64)
-    rows = (src[:, xidx, :] * xw[None, :, :, None]).sum(2)  # H x out_w x 3
-    return rows[yidx]  # out_h x taps x out_w x 3
-
-
-def resize_linear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """cv2.resize INTER_LINEAR on a 3-channel uint8 image (exact 2x downscales
-    go to OpenCV's 2x2 average instead, see resize_area2x2)."""
-    xidx, xw = _linear_taps(img.shape[1], out_w, True)
-    yidx, yw = _linear_taps(img.shape[0], out_h, False)
-    rows = _separable(img, xidx, xw, yidx)
-    # OpenCV's SIMD vertical pass: >> 4, keep the high half of the 16x16 product, round off 2 bits.
-    hi = ((rows >> 4) * yw[:, :, None, None]) >> 16
-    return np.clip((hi.sum(1) + 2) >> 2, 0, 255).astype(np.uint8)
-
-
-def resize_area2x2(img: np.ndarray) -> np.ndarray:
-    s = img.astype(np.int64)
-    total = s[0::2, 0::2] + s[0::2, 1::2] + s[1::2, 0::2] + s[1::2, 1::2]
-    return ((total + 2) >> 2).astype(np.uint8)
-
-
-def resize_cubic_opencv(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """OpenCV's own INTER_CUBIC for uint8 (what cv2 does without IPP): the
-    vertical pass runs in float on whole groups of 8 values of the interleaved
-    row and in exact integers on the row's last (width % 8) values."""
-    xs, xf = _centre_positions(img.shape[1], out_w)
-    ys, yf = _centre_positions(img.shape[0], out_h)
-    xidx = np.clip(xs[:, None] + np.arange(-1, 3), 0, img.shape[1] - 1)
-    yidx = np.clip(ys[:, None] + np.arange(-1, 3), 0, img.shape[0] - 1)
-    xw, yw = _fixed(_cubic_weights_f32(xf)), _fixed(_cubic_weights_f32(yf))
-    rows = _separable(img, xidx, xw, yidx).reshape(out_h, 4, -1)
-    exact = np.clip(((rows * yw[:, :, None]).sum(1) + (1 << 21)) >> 22, 0, 255)
-    b = yw.astype(F32) * F32(1.0 / (1 << 22))
-    p = [rows[:, k].astype(F32) * b[:, k, None] for k in range(4)]
-    fast = np.clip(np.rint(p[0] + (p[1] + (p[2] + p[3]))), 0, 255)
-    width = rows.shape[-1]
-    out = np.where(np.arange(width) < width // 8 * 8, fast, exact)
-    return out.astype(np.uint8).reshape(out_h, out_w, -1)
-
-
-def _keys(t: np.ndarray) -> np.ndarray:
-    a, t = -0.75, np.abs(t)
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
-
-
-def resize_cubic_ipp_model(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """The model of IPP's bicubic (used by x86 opencv-python for sources of at
-    least 4x4): exact Keys weights rounded to float32, float32 sums paired as
-    (t0 + t1) + (t2 + t3), round half to even. IPP itself is closed and differs
-    from this by one grey level on ~1e-5 of the pixels."""
-
-    def taps(ssize, dsize):
-        pos = (np.arange(dsize) + 0.5) * (ssize / dsize) - 0.5
-        start = np.floor(pos).astype(np.int64)
-        f = pos - start
-        w = np.stack([_keys(f + 1), _keys(f), _keys(1 - f), _keys(2 - f)], -1).astype(F32)
-        return np.clip(start[:, None] + np.arange(-1, 3), 0, ssize - 1), w
-
-    xidx, xw = taps(img.shape[1], out_w)
-    yidx, yw = taps(img.shape[0], out_h)
-    px = img.astype(F32)[:, xidx, :]  # H x out_w x 4 x C
-    h = (px[:, :, 0] * xw[None, :, 0, None] + px[:, :, 1] * xw[None, :, 1, None]) + (
-        px[:, :, 2] * xw[None, :, 2, None] + px[:, :, 3] * xw[None, :, 3, None]
-    )  # H x out_w x C, float32
-    r = h[yidx]  # out_h x 4 x out_w x C
-    wy = yw[:, :, None, None]
-    v = (r[:, 0] * wy[:, 0] + r[:, 1] * wy[:, 1]) + (r[:, 2] * wy[:, 2] + r[:, 3] * wy[:, 3])
-    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
-
-
-def resize_nearest(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """cv2.resize INTER_NEAREST: source index floor(d * (src / dst)), clamped."""
-    ix = np.minimum(np.floor(np.arange(out_w) * (1.0 / (out_w / img.shape[1]))).astype(int), img.shape[1] - 1)
-    iy = np.minimum(np.floor(np.arange(out_h) * (1.0 / (out_h / img.shape[0]))).astype(int), img.shape[0] - 1)
-    return img[iy][:, ix]
 
 
 # --------------------------------------------------------------------------- top-down crop geometry

@@ -101,12 +101,12 @@ def test_flags_reach_the_pipeline(fake, photos, capsys):
     args = [
         "--input", str(photos / "hrnet_demo.jpg"), "--det_threshold", "0.3", "--device", "cpu", "--use_hpip",
         "--det_model_dir", "/models/det", "--kpt_model_dir", "/models/kpt", "--flip", "--use_udp", "false",
-        "--det_batch_size", "4", "--kpt_batch_size", "16", "--threads", "2", "--quiet",
+        "--det_batch_size", "4", "--kpt_batch_size", "16", "--threads", "2", "--no_tune_malloc", "--quiet",
     ]
     assert cli.main(args) == 0
     [call] = fake.calls
     config = PipelineConfig.from_dict(call.pop("config"))
-    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "kpt_batch_size": 16}
+    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "kpt_batch_size": 16, "tune_malloc": False}
     assert (config.detector.model_dir, config.detector.batch_size) == ("/models/det", 4)
     assert (config.keypoints.model_dir, config.keypoints.flip, config.keypoints.use_udp) == ("/models/kpt", True, False)
     assert fake.pipeline.thresholds == [0.3]

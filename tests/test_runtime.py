@@ -212,13 +212,13 @@ def _assert_same_detections(a, b):
             assert best[0] == 0 and best[1] <= SCORE_TOL and best[2:].max() <= BOX_TOL_PX, (row, best)
 
 
-def test_auto_uses_onednn_with_the_interp_workaround(backends):
+def test_auto_uses_onednn_without_placement_pass(backends):
     for rel, (spec, plain, auto) in backends.items():
         assert plain.describe()["onednn"] is False
         info = auto.describe()
         assert info["onednn"] is True, rel
         assert info["cpu_threads"] == os.cpu_count()
-        assert ("onednn_placement_pass" in info["deleted_passes"]) is spec.has_interpolate
+        assert "onednn_placement_pass" in info["deleted_passes"]
         assert spec.has_interpolate is rel.startswith("official_arch")
 
 

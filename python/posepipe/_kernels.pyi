@@ -1,7 +1,7 @@
 """posepipe's C++ kernels. Every function releases the GIL while it computes
 and raises ValueError naming the offending argument. `num_threads`: 0 uses
 every core (capped by the work items), 1 runs on the calling thread."""
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -10,52 +10,25 @@ U8Image = npt.NDArray[np.uint8]  # HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA)
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
-Cubic = Literal["auto", "opencv", "ipp"]
 
-def resize_normalize(
-    image: U8Image,
+def normalize_batch(
+    images: Sequence[npt.NDArray[np.uint8]],
     out_h: int,
     out_w: int,
-    interp: int,
     mean: Sequence[float],
     std: Sequence[float],
     is_scale: bool,
-    to_rgb: bool,
-    keep_ratio: bool = False,
-    out: Optional[F32] = None,
+    to_rgb: bool = False,
     num_threads: int = 0,
-    cubic: Cubic = "auto",
-) -> Tuple[F32, float, float]:
-    """PaddleX's detector preprocessing fused: cv2.resize (interp 0 nearest,
-    1 linear, 2 cubic, 3 area) of the 3-channel image (grey replicated, alpha
-    dropped; RGB first when to_rgb), Normalize as PaddleX evaluates it, HWC->CHW.
+) -> F32:
+    """The detector input: float32[N, 3, out_h, out_w], image i normalized
+    as PaddleX's NormalizeImage computes it (float32 (x * scale/std) + -mean/std,
+    is_scale: scale = 1/255) and permuted to CHW at the top-left of a zero canvas.
 
-    Returns (float32[3, out_h, out_w], scale_y, scale_x), the scales being
-    resized / original size. keep_ratio: PaddleX's keep-ratio size, the image
-    top-left on a zero canvas (ValueError if it does not fit). `out`, if given,
-    is a C-contiguous float32[3, out_h, out_w] written in place and returned.
-
-    cubic: "opencv" reproduces OpenCV's own fixed-point bicubic exactly;
-    "ipp" models the IPP bicubic that x86 opencv-python wheels call for
-    sources of at least 4x4 (within one grey level on ~1e-5 of pixels);
-    "auto" is "ipp" on x86 builds and "opencv" elsewhere. Other
-    interpolations match OpenCV exactly."""
-
-def resize_normalize_batch(
-    images: Sequence[U8Image],
-    out_h: int,
-    out_w: int,
-    interp: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    is_scale: bool,
-    to_rgb: bool,
-    keep_ratio: bool = False,
-    num_threads: int = 0,
-    cubic: Cubic = "auto",
-) -> Tuple[F32, F32]:
-    """resize_normalize for several images: (float32[N, 3, out_h, out_w],
-    float32[N, 2] scale factors (y, x))."""
+    The images are uint8 HxWx3 that are already converted and resized (by
+    cv2.cvtColor and cv2.resize, the calls PaddleX makes, so resampling is
+    OpenCV's own) and at most out_h x out_w. to_rgb swaps the planes of BGR
+    input. Work is split into row bands, so one image uses every thread too."""
 
 def topdown_matrices(
     centers: npt.ArrayLike, scales: npt.ArrayLike, out_w: int, out_h: int, use_udp: bool, inverse: bool = False

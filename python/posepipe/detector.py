@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from . import _kernels
@@ -55,19 +56,10 @@ class Detector:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
         p = self.preprocess_spec
-        batch, scales = _kernels.resize_normalize_batch(
-            list(images),
-            self.target_hw[0],
-            self.target_hw[1],
-            self.interp,
-            list(p.mean),
-            list(p.std),
-            bool(p.is_scale),
-            bool(p.to_rgb),
-            self.keep_ratio,
-            self.num_threads,
+        batch, scales = preprocess_images(
+            images, self.target_hw, self.keep_ratio, self.interp, p.mean, p.std, p.is_scale, p.to_rgb, self.num_threads
         )
-        feeds = {"image": batch, "scale_factor": scales.astype(np.float32)}
+        feeds = {"image": batch, "scale_factor": scales}
         if "im_shape" in self.backend.input_names:
             hw = np.array([[batch.shape[2] / 1.0, batch.shape[3] / 1.0]], dtype=np.float32)
             feeds["im_shape"] = np.repeat(hw, len(images), axis=0)
@@ -126,6 +118,80 @@ class Detector:
             f"{self.spec.model_dir}: unrecognised detector outputs {shapes}; expected [M,6] + counts "
             "(NMS in the graph) or boxes [N,A,4] + scores [N,C,A]"
         )
+
+
+# cv2.cvtColor codes that turn an input (1, 3 or 4 channels, BGR order) into
+# the 3-channel image PaddleX resizes: grey replicated, alpha dropped, and RGB
+# when its reader converts (to_rgb). A 3-channel BGR image kept as BGR needs none.
+_TO_THREE_CHANNELS = {
+    (1, False): cv2.COLOR_GRAY2BGR,
+    (1, True): cv2.COLOR_GRAY2RGB,
+    (3, True): cv2.COLOR_BGR2RGB,
+    (4, False): cv2.COLOR_BGRA2BGR,
+    (4, True): cv2.COLOR_BGRA2RGB,
+}
+
+
+def keep_ratio_size(h: int, w: int, target_h: int, target_w: int) -> Tuple[int, int]:
+    """PaddleX's Resize(keep_ratio=True) size: one scale that fits the image's
+    long side to the target's long side and short side to short side, each side
+    rounded half to even (Python's round), and at least 1 pixel."""
+    scale = min(max(target_h, target_w) / max(h, w), min(target_h, target_w) / min(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_for_detector(
+    image: np.ndarray, target_hw: Tuple[int, int], keep_ratio: bool, interp: int, to_rgb: bool, name: str = "image"
+) -> np.ndarray:
+    """PaddleX's colour conversion and Resize of one uint8 image, by the same
+    cv2 calls in the same order (convert, then resize): HxWx3, RGB when to_rgb."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8):
+        raise ValueError(f"{name}: expected a uint8 image, got {getattr(image, 'dtype', type(image))}")
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if channels not in (1, 3, 4) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name}: expected an HxW or HxWxC image (C = 1, 3 or 4, H, W >= 1), got shape {image.shape}")
+    code = _TO_THREE_CHANNELS.get((channels, bool(to_rgb)))
+    if code is not None:
+        image = cv2.cvtColor(image, code)
+    h, w = image.shape[:2]
+    rh, rw = target_hw
+    if keep_ratio:
+        rh, rw = keep_ratio_size(h, w, *target_hw)
+        if rh > target_hw[0] or rw > target_hw[1]:
+            raise ValueError(
+                f"{name}: keep_ratio resizes {h}x{w} to {rh}x{rw}, larger than the {target_hw[0]}x{target_hw[1]} canvas"
+            )
+    # cv2.resize to the same size is a plain copy; skip it.
+    return image if (rh, rw) == (h, w) else cv2.resize(image, (rw, rh), interpolation=interp)
+
+
+def preprocess_images(
+    images: Sequence[np.ndarray],
+    target_hw: Tuple[int, int],
+    keep_ratio: bool,
+    interp: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    is_scale: bool,
+    to_rgb: bool,
+    num_threads: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """PaddleX's detector preprocessing of uint8 BGR(A)/grey images: cv2
+    conversion and resize per image, then one C++ call for Normalize + CHW onto
+    zero canvases of target_hw (keep_ratio images sit top-left). Returns
+    (float32[N, 3, h, w], float32[N, 2] scale factors (y, x) = resized/original,
+    formed in float64 as PaddleX does and cast by its batching). num_threads
+    is the normalize kernel's; cv2 runs its calls on its own thread pool."""
+    resized = [
+        resize_for_detector(im, target_hw, keep_ratio, interp, to_rgb, f"images[{i}]") for i, im in enumerate(images)
+    ]
+    scales = np.array(
+        [[r.shape[0] / im.shape[0], r.shape[1] / im.shape[1]] for r, im in zip(resized, images)], dtype=np.float32
+    ).reshape(-1, 2)
+    batch = _kernels.normalize_batch(
+        resized, target_hw[0], target_hw[1], list(mean), list(std), bool(is_scale), False, num_threads
+    )
+    return batch, scales
 
 
 def clip_and_filter(rows: np.ndarray, image_hw: Tuple[int, int], threshold: float) -> np.ndarray:

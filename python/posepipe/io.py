@@ -310,7 +310,8 @@ def _jpeg_is_complete(data: bytes) -> bool:
         if marker == 0xFF:  # fill byte
             i += 1
         elif marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", i) != -1
+            # From the end: the marker is almost always there, so this is O(1).
+            return data.rfind(b"\xff\xd9", i) != -1
         elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             i += 2
         else:

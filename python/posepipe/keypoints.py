@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from . import _kernels
-from .batching import chunk_sizes_to_warm, run_chunked
+from .batching import chunk_sizes_to_warm, keypoint_batch_limit, run_chunked
 from .crops import boxes_to_center_scale, make_crops
 from .errors import ModelError
 from .models.spec import ModelSpec
@@ -29,9 +29,12 @@ class KeypointModel:
         backend: Backend,
         flip: bool = False,
         use_udp: Optional[bool] = None,
-        max_batch: int = 32,
+        max_batch: Optional[int] = None,
         num_threads: int = 0,
+        device_kind: str = "cpu",
     ):
+        """max_batch: most crops per model call; None picks one for the model's
+        input size and the device (batching.keypoint_batch_limit)."""
         if spec.keypoint is None:
             raise ModelError(f"{spec.model_dir}: not a top-down keypoint model (no TopDownEvalAffine in inference.yml)")
         self.spec = spec
@@ -42,7 +45,7 @@ class KeypointModel:
         self.use_udp = spec.keypoint.use_udp if use_udp is None else bool(use_udp)
         # PaddleX shifts flipped heatmaps by one pixel for PP-TinyPose models only, chosen by name.
         self.shift_flipped = "PP-TinyPose" in spec.model_name
-        self.max_batch = max(1, int(max_batch))
+        self.max_batch = max(1, int(max_batch or keypoint_batch_limit(self.input_wh, device_kind)))
         self.num_threads = num_threads
         self.input_name = backend.input_names[0]
 

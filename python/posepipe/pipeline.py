@@ -21,6 +21,7 @@ from .models.official import resolve_model_dir
 from .models.spec import load_model_spec
 from .result import KeypointResult
 from .runtime import RuntimeOptions, create_backend, parse_device
+from .runtime.memory import tune_glibc_malloc
 
 log = logging.getLogger("posepipe")
 
@@ -30,13 +31,17 @@ class PipelineOptions:
     """Settings beyond PaddleX's config: how posepipe runs, not what it computes."""
 
     cpu_threads: Optional[int] = None  # None: all cores
-    # Crops per keypoint-model call; every person of a detector batch is batched up to this.
-    kpt_batch_size: int = 32
+    # Most crops per keypoint-model call (every person of a detector batch is
+    # batched up to this); None: a per-model size for the device (batching.py).
+    kpt_batch_size: Optional[int] = None
     # Decode the next batch of images in a background thread while the models run.
     prefetch: bool = True
     # None: posepipe picks oneDNN per model where it is correct and faster.
     use_onednn: Optional[bool] = None
     backend: str = "paddle"
+    # Keep large freed blocks mapped (glibc mallopt, process-wide): Paddle
+    # otherwise page-faults its activations in again on every run (runtime/memory.py).
+    tune_malloc: bool = True
     input_limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -57,6 +62,7 @@ class KeypointPipeline:
             use_onednn=options.use_onednn,
             use_hpip=use_hpip,
         )
+        malloc_tuned = tune_glibc_malloc() if options.tune_malloc else False
         det_cfg, kpt_cfg = config.detector, config.keypoints
         det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector")
         kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint")
@@ -83,12 +89,15 @@ class KeypointPipeline:
             flip=kpt_cfg.flip,
             use_udp=kpt_cfg.use_udp,
             max_batch=options.kpt_batch_size,
+            device_kind=self.device.kind,
             num_threads=threads,
         )
         self.metadata: Dict[str, Any] = {
             "device": str(device or self.device),
             "detector": self.detector.backend.describe(),
             "keypoints": self.keypoints.backend.describe(),
+            "kpt_batch_size": self.keypoints.max_batch,
+            "malloc_tuned": malloc_tuned,
         }
         log.info("posepipe backends: %s", self.metadata)
 
