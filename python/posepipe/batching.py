@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .runtime.base import Backend
+from .runtime.onnxruntime import TRT_MAX_BATCH
 
 # Crop pixels per keypoint-model call on CPU. Past a few crops per call a CPU
 # gains nothing from a bigger batch and loses cache locality: measured on
@@ -18,13 +19,18 @@ from .runtime.base import Backend
 # ms/crop vs 12.7 at 16; Paddle+oneDNN 21 vs 29), PP-TinyPose 128x96 up to
 # 16. Four 256x256 crops is that budget.
 CPU_KPT_PIXELS_PER_CALL = 4 * 256 * 256
-# GPUs want large batches; TensorRT profiles cover 1..32 (runtime/onnxruntime.py).
-GPU_KPT_BATCH = 32
+# GPUs want large batches: as many as the TensorRT engines' profiles cover.
+GPU_KPT_BATCH = TRT_MAX_BATCH
+
+
+def floor_pow2(n: int) -> int:
+    """The largest power of two <= n (1 for n < 1)."""
+    return 1 << (max(1, n).bit_length() - 1)
 
 
 def pow2_chunks(n: int, max_chunk: int) -> List[int]:
     """Sizes summing to n, each a power of two no larger than max_chunk, largest first."""
-    top = 1 << (max(1, max_chunk).bit_length() - 1)
+    top = floor_pow2(max_chunk)
     sizes = []
     while n > 0:
         size = top
@@ -40,12 +46,11 @@ def keypoint_batch_limit(input_wh: Tuple[int, int], device_kind: str) -> int:
     a pixel budget on CPU (a power of two, so chunks stay warm shapes), 32 elsewhere."""
     if device_kind != "cpu":
         return GPU_KPT_BATCH
-    crops = max(1, CPU_KPT_PIXELS_PER_CALL // max(1, input_wh[0] * input_wh[1]))
-    return 1 << (crops.bit_length() - 1)
+    return floor_pow2(CPU_KPT_PIXELS_PER_CALL // max(1, input_wh[0] * input_wh[1]))
 
 
 def chunk_sizes_to_warm(max_chunk: int) -> List[int]:
-    top = 1 << (max(1, max_chunk).bit_length() - 1)
+    top = floor_pow2(max_chunk)
     return [1 << i for i in range(top.bit_length())]
 
 

@@ -41,8 +41,8 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 # TensorRT optimisation profile for the batch axis of dynamic-batch models:
-# posepipe sends every person of a detector batch at once (kpt_batch_size,
-# default 32), so the engine must cover 1..32, tuned for a handful of persons.
+# on GPUs posepipe sends up to TRT_MAX_BATCH persons per keypoint call
+# (batching.GPU_KPT_BATCH), so the engine covers 1..32, tuned for a handful.
 TRT_MIN_BATCH, TRT_OPT_BATCH, TRT_MAX_BATCH = 1, 8, 32
 TRT_WORKSPACE_BYTES = 2 << 30
 _NMS_OP = re.compile(rb"multiclass_nms")
