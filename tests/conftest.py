@@ -19,6 +19,23 @@ def shared_dir() -> Path:
     return path
 
 
+def _listing(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_stays_untouched(shared_dir):
+    """No test may write into ../shared, whether or not its files are writable
+    (CI's copy has no write bits but runs as root; a user's copy is writable)."""
+    before = _listing(shared_dir)
+    yield
+    after = _listing(shared_dir)
+    added = sorted(set(after) - set(before))
+    changed = sorted(k for k in before if k in after and after[k] != before[k])
+    removed = sorted(set(before) - set(after))
+    assert not (added or changed or removed), f"the tests wrote into {shared_dir}: added {added[:5]}, changed {changed[:5]}, removed {removed[:5]}"
+
+
 def real_models_config(shared_dir: Path) -> dict:
     """PaddleX's pipeline config for the real models in ../shared/models/real,
     with the official names those models stand in for."""

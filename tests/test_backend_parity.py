@@ -4,7 +4,7 @@
 
 * ONNX Runtime (CPU): the real models' shipped inference.onnx, and the
   official_arch models converted by paddle2onnx into a temporary
-  POSEPIPE_HOME (../shared is read-only; nothing may be written there);
+  POSEPIPE_HOME (conversions never go next to a model);
 * Paddle + oneDNN: the same tolerances (it is PaddleX's own CPU default);
 * the GPU backends cannot run here: they are skipped, and test_hpip.py checks
   that selection records why.
@@ -72,7 +72,7 @@ def test_onnxruntime_matches_plain_paddle(model, shared_dir, posepipe_home):
     if model.startswith("real/"):
         assert info["onnx_source"] == "shipped"
     else:
-        # Converted once into POSEPIPE_HOME (the shared folder is read-only), then reused.
+        # Converted once into POSEPIPE_HOME, then reused.
         assert info["onnx_source"] in ("converted", "cached")
         assert posepipe_home in ort.onnx.path.parents, ort.onnx.path
         again = OrtBackend(spec, RuntimeOptions(cpu_threads=THREADS))
@@ -100,25 +100,39 @@ def test_batch_split_equals_one_call_per_image(shared_dir, posepipe_home):
     np.testing.assert_array_equal(joined[1], np.concatenate([s[1] for s in single]))
 
 
-def test_conversion_is_cached_next_to_a_writable_model(shared_dir, tmp_path, monkeypatch):
+def test_conversion_goes_to_the_cache_never_next_to_the_model(shared_dir, tmp_path, monkeypatch):
+    """Even a writable model folder gets no file: conversions live in POSEPIPE_HOME."""
     import shutil
 
     # An empty cache: the same weights converted by another test would be found there.
-    monkeypatch.setenv("POSEPIPE_HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    monkeypatch.setenv("POSEPIPE_HOME", str(home))
     model = tmp_path / "PP-TinyPose_128x96"
     shutil.copytree(shared_dir / "models" / "official_arch" / "PP-TinyPose_128x96", model)
-    model.chmod(0o755)
+    for path in [model, *model.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    before = sorted(p.name for p in model.iterdir())
     spec = load_model_spec(model)
     first = onnx_for(spec)
-    assert first.source == "converted" and first.path.parent == model
-    assert first.path.name.startswith("inference.posepipe-") and first.path.stat().st_mode & 0o044
-    assert sorted(p.name for p in model.iterdir() if p.name.startswith(".")) == []  # no temp file left
+    assert first.source == "converted" and first.path.parent == home / "onnx"
+    assert first.path.stat().st_mode & 0o044
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name]  # no temp file left
     assert onnx_for(spec) == OnnxModel(first.path, "cached")
     # Other weights, other key: a stale conversion is never reused.
     (model / "inference.pdiparams").write_bytes(b"not weights")
     with pytest.raises(ModelError, match="paddle2onnx could not convert"):
         onnx_for(load_model_spec(model))
-    assert [p.name for p in model.glob("*.onnx")] == [first.path.name]
+    assert [p.name for p in first.path.parent.glob("*.onnx")] == [first.path.name]
+
+
+def test_an_unwritable_cache_is_a_clear_error(shared_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("POSEPIPE_HOME", str(blocker))
+    spec = load_model_spec(shared_dir / "models" / "official_arch" / "PP-TinyPose_128x96")
+    with pytest.raises(ModelError, match="set POSEPIPE_HOME to a writable folder"):
+        onnx_for(spec)
 
 
 def test_trt_profile_uses_the_yml_shapes_and_posepipe_batches(shared_dir):

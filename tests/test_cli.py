@@ -163,7 +163,8 @@ def test_single_missing_input_is_one_line(fake, tmp_path, capsys):
     [
         (["--input", "x.jpg", "--det_threshold", "abc"], "argument --det_threshold: not a number: 'abc'"),
         (["--input", "x.jpg", "--det_threshold", "1.5"], "argument --det_threshold: must be between 0 and 1, got 1.5"),
-        (["--input", "x.jpg", "--threads", "0"], "argument --threads: must be > 0, got 0"),
+        (["--input", "x.jpg", "--threads", "0"], "cpu_threads must be a positive integer or None, got 0"),
+        (["--input", "x.jpg", "--kpt_batch_size", "x"], "argument --kpt_batch_size: expected an integer, got 'x'"),
         (["--input", "x.jpg", "--flip", "maybe"], "argument --flip: expected true or false, got 'maybe'"),
         (["--input", "x.jpg", "--bogus"], "unrecognized arguments: --bogus"),
         (["--pipeline", "human_keypoint_detection"], "--input is required"),

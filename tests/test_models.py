@@ -24,9 +24,10 @@ SHARED_MODELS = {
 }
 
 
-def test_every_shared_model_dir_is_listed(shared_dir):
+def test_every_listed_model_dir_is_in_shared(shared_dir):
+    # A subset, not equality: ../shared may gain model folders without breaking the suite.
     found = {str(p.parent.relative_to(shared_dir / "models")) for p in (shared_dir / "models").glob("*/*/inference.yml")}
-    assert found == set(SHARED_MODELS)
+    assert set(SHARED_MODELS) <= found
 
 
 @pytest.mark.parametrize("rel", sorted(SHARED_MODELS))

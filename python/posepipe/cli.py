@@ -22,7 +22,9 @@ from tqdm import tqdm
 from . import __version__, create_pipeline
 from .config import PIPELINE_NAME, PipelineConfig, load_config
 from .errors import ConfigError, PosepipeError
+from .flags import add_flags, given, parse_bool
 from .io import iter_sources
+from .options import PipelineOptions
 from .result import colour
 
 PROG = "posepipe"
@@ -100,18 +102,13 @@ def _build_parser() -> argparse.ArgumentParser:
     own.add_argument("--det_model_dir", help="person detector model folder (overrides the pipeline config)")
     own.add_argument("--kpt_model_dir", help="keypoint model folder (overrides the pipeline config)")
     own.add_argument(
-        "--flip", nargs="?", const=True, type=_bool, metavar="BOOL", help="average with the mirrored crop (slower, steadier)"
+        "--flip", nargs="?", const=True, type=parse_bool, metavar="BOOL", help="average with the mirrored crop (slower, steadier)"
     )
     own.add_argument(
-        "--use_udp", nargs="?", const=True, type=_bool, metavar="BOOL", help="unbiased data processing (default: the model's)"
+        "--use_udp", nargs="?", const=True, type=parse_bool, metavar="BOOL", help="unbiased data processing (default: the model's)"
     )
     own.add_argument("--det_batch_size", type=_positive_int, metavar="N", help="images per detector call")
-    own.add_argument("--kpt_batch_size", type=_positive_int, metavar="N", help="most person crops per keypoint call")
-    own.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)")
-    own.add_argument(
-        "--no_tune_malloc", action="store_true",
-        help="leave glibc malloc as it is (default: keep large freed blocks mapped, faster on CPU, see README)",
-    )
+    add_flags(own, PipelineOptions)
     own.add_argument("--no_img", action="store_true", help="save only the JSON results, no drawn images")
     own.add_argument("-q", "--quiet", action="store_true", help="print no results and no progress bar, only errors")
     own.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -121,9 +118,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def _predict(args: argparse.Namespace) -> int:
     if not args.input:
         raise _UsageError("--input is required: an image file, a folder, or an http(s) URL")
-    pipeline = create_pipeline(
-        config=_config(args).to_dict(), device=args.device, use_hpip=args.use_hpip, **_options(args)
-    )
+    try:
+        options = given(PipelineOptions, args)
+        PipelineOptions(**options)  # refuses bad values before anything loads
+    except ConfigError as e:
+        raise _UsageError(str(e)) from None
+    pipeline = create_pipeline(config=_config(args).to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
     save_path = Path(args.save_path) if args.save_path else None
     if save_path is not None:
         save_path.mkdir(parents=True, exist_ok=True)
@@ -171,18 +171,6 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     if args.use_udp is not None:
         kpt.use_udp = args.use_udp
     return config
-
-
-def _options(args: argparse.Namespace) -> Dict[str, Any]:
-    """posepipe's run options that were given (the pipeline's defaults otherwise)."""
-    options: Dict[str, Any] = {}
-    if args.threads is not None:
-        options["cpu_threads"] = args.threads
-    if args.kpt_batch_size is not None:
-        options["kpt_batch_size"] = args.kpt_batch_size
-    if args.no_tune_malloc:
-        options["tune_malloc"] = False
-    return options
 
 
 def _get_pipeline_config(name: str, save_path: Optional[str]) -> int:
@@ -240,36 +228,11 @@ def _threshold(text: str) -> Optional[float]:
     return value
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "t", "1", "yes"):
-        return True
-    if lowered in ("false", "f", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _bounded(kind, low: float, inclusive: bool):
-    """An argparse type: a number of `kind` above `low` (or equal, if inclusive)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low}, got {text}")
-        return value
-
-    return parse
-
-
-def positive_number(kind):
-    return _bounded(kind, 0, inclusive=False)
-
-
-def non_negative_number(kind):
-    return _bounded(kind, 0, inclusive=True)
-
-
-_positive_int = positive_number(int)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value

@@ -5,44 +5,27 @@ One image flows: `io` decodes it into a Frame, the `Detector` finds persons,
 calls and decodes the heatmaps, and `KeypointResult` holds PaddleX's fields."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .config import PipelineConfig, load_config
 from .detector import Detector
-from .io import Frame, InputFailure, InputLimits, iter_sources, try_read_frame
+from .errors import ConfigError
+from .io import Frame, InputFailure, iter_sources, try_read_frame
 from .keypoints import KeypointModel
 from .models.official import resolve_model_dir
 from .models.spec import load_model_spec
+from .options import PipelineOptions
 from .result import KeypointResult
 from .runtime import RuntimeOptions, create_backend, parse_device
 from .runtime.memory import tune_glibc_malloc
 
 log = logging.getLogger("posepipe")
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Settings beyond PaddleX's config: how posepipe runs, not what it computes."""
-
-    cpu_threads: Optional[int] = None  # None: all cores
-    # Most crops per keypoint-model call (every person of a detector batch is
-    # batched up to this); None: a per-model size for the device (batching.py).
-    kpt_batch_size: Optional[int] = None
-    # Decode the next batch of images in a background thread while the models run.
-    prefetch: bool = True
-    # None: posepipe picks oneDNN per model where it is correct and faster.
-    use_onednn: Optional[bool] = None
-    backend: str = "paddle"
-    # Keep large freed blocks mapped (glibc mallopt, process-wide): Paddle
-    # otherwise page-faults its activations in again on every run (runtime/memory.py).
-    tune_malloc: bool = True
-    input_limits: InputLimits = field(default_factory=InputLimits)
 
 
 class KeypointPipeline:
@@ -117,6 +100,10 @@ class KeypointPipeline:
         use_hpip: bool = False,
         **options: Any,
     ) -> "KeypointPipeline":
+        known = {f.name for f in dataclasses.fields(PipelineOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; posepipe's options are: {', '.join(sorted(known))}")
         return cls(load_config(pipeline, config), device=device, use_hpip=use_hpip, options=PipelineOptions(**options))
 
     def predict(self, input: Any, det_threshold: Optional[float] = None) -> Iterator[KeypointResult]:

@@ -1,14 +1,13 @@
 """The ONNX file the ONNX Runtime backend runs: the one shipped next to the
 Paddle files (`inference.onnx`), else one paddle2onnx makes once and caches.
 
-Where a converted file goes: next to the model
-(`<model_dir>/inference.posepipe-<key>.onnx`), so it travels with the model;
-when that folder is read-only (CI mounts ../shared read-only, PaddleX's cache
-may be too), posepipe's own cache (`$POSEPIPE_HOME/onnx/` or
-`~/.cache/posepipe/onnx/`). `<key>` hashes the program and the weights, so an
-edited model never reuses a stale conversion. Files appear with one rename:
-a reader never sees half a file, and two processes converting at once both end
-with a good one.
+A converted file goes into posepipe's cache, `$POSEPIPE_HOME/onnx/`
+(default `~/.cache/posepipe/onnx/`), never into the model's folder: a model
+folder may be shared, read-only or under version control, and a file appearing
+there surprises its owner. `<key>` hashes the program and the weights, so an
+edited model never reuses a stale conversion, and copies of one model share
+one conversion. Files appear with one rename: a reader never sees half a file,
+and two processes converting at once both end with a good one.
 
 The conversion runs paddle2onnx's Python API in a child process:
 * `paddle2onnx.export(..., save_file=None)` returns the model bytes and skips
@@ -30,7 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import ModelError
 from ..models.official import posepipe_cache_dir
@@ -102,60 +101,42 @@ def onnx_for(spec: ModelSpec) -> OnnxModel:
     shipped = spec.model_dir / SHIPPED_NAME
     if shipped.is_file():
         return OnnxModel(shipped, "shipped")
-    key = model_key(spec)[:16]
-    places = _places(spec, key)
-    for path in places:
-        if path.is_file() and path.stat().st_size > 0:
-            return OnnxModel(path, "cached")
-    return OnnxModel(_convert_into(spec, places), "converted")
+    target = conversion_path(spec)
+    if target.is_file() and target.stat().st_size > 0:
+        return OnnxModel(target, "cached")
+    return OnnxModel(_convert_into(spec, target), "converted")
 
 
-def _places(spec: ModelSpec, key: str) -> List[Path]:
-    """Where a conversion is looked for and written, in order of preference."""
-    return [
-        spec.model_dir / f"inference.posepipe-{key}.onnx",
-        posepipe_home() / "onnx" / f"{spec.model_name}-{key}.onnx",
-    ]
+def conversion_path(spec: ModelSpec) -> Path:
+    """Where this model's conversion is cached."""
+    return posepipe_home() / "onnx" / f"{spec.model_name}-{model_key(spec)[:16]}.onnx"
 
 
-def _convert_into(spec: ModelSpec, places: Iterable[Path]) -> Path:
+def _convert_into(spec: ModelSpec, final: Path) -> Path:
     if importlib.util.find_spec("paddle2onnx") is None:
         raise BackendUnavailable(
             f"{spec.model_dir}: no {SHIPPED_NAME} next to the model, and converting one needs paddle2onnx "
             "(pip install paddle2onnx)"
         )
-    refused: List[str] = []
-    for final in places:
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if not _meant_writable(final.parent):
-                raise PermissionError(13, "read-only folder")
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=".tmp", dir=final.parent)
-        except OSError as e:  # read-only model folder: try the next place
-            refused.append(f"{final.parent} ({e.strerror or e})")
-            continue
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            log.info("posepipe: converting %s to ONNX (paddle2onnx, opset %d) -> %s", spec.model_dir, OPSET, final)
-            _run_paddle2onnx(spec, tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the file is as public as the model
-            os.replace(tmp, final)  # atomic: readers see no file or a whole one
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return final
-    raise ModelError(
-        f"{spec.model_dir}: cannot write the ONNX conversion anywhere ({'; '.join(refused)}); "
-        "set POSEPIPE_HOME to a writable folder"
-    )
-
-
-def _meant_writable(folder: Path) -> bool:
-    """Writable, and not marked read-only: root may write into a folder whose
-    mode has no write bit at all (e.g. a read-only test-asset tree), but whoever
-    set that mode did not want new files there."""
-    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=".tmp", dir=final.parent)
+    except OSError as e:
+        raise ModelError(
+            f"{spec.model_dir}: cannot write the ONNX conversion into {final.parent} ({e.strerror or e}); "
+            "set POSEPIPE_HOME to a writable folder"
+        ) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        log.info("posepipe: converting %s to ONNX (paddle2onnx, opset %d) -> %s", spec.model_dir, OPSET, final)
+        _run_paddle2onnx(spec, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the file is as public as the model
+        os.replace(tmp, final)  # atomic: readers see no file or a whole one
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return final
 
 
 def _run_paddle2onnx(spec: ModelSpec, out: Path) -> None:
@@ -175,12 +156,7 @@ def _tail(text: str, lines: int = 8) -> str:
     return " | ".join(kept) or "no output"
 
 
-def converted_places(spec: ModelSpec) -> List[Path]:
-    """Every place a conversion of this model may sit (for tools and tests)."""
-    return _places(spec, model_key(spec)[:16])
-
-
-__all__ = ["OPSET", "OnnxModel", "converted_places", "file_digest", "model_key", "onnx_for", "posepipe_home"]
+__all__ = ["OPSET", "OnnxModel", "conversion_path", "file_digest", "model_key", "onnx_for", "posepipe_home"]
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

@@ -1,11 +1,13 @@
-"""ServingSettings: every knob of the HTTP server, with its default and the CLI
-flag that sets it (`posepipe serve --help` prints the same list)."""
+"""ServingSettings: every knob of the HTTP server, declared once with its
+default and help; `posepipe serve` builds its flags from these fields (flags.py)."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Optional
+
+from ..flags import setting
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _LOG_FORMATS = ("json", "text")
@@ -14,67 +16,68 @@ _LOG_FORMATS = ("json", "text")
 @dataclass(frozen=True)
 class ServingSettings:
     # --- where to listen (same defaults as `paddlex --serve`) -----------------
-    host: str = "0.0.0.0"
-    port: int = 8080
+    host: str = setting("0.0.0.0", help="address to listen on")
+    port: int = setting(8080, help="port to listen on (0: any free port)")
 
     # --- batching: concurrent requests share one pipeline call ----------------
-    # Most images per pipeline call. On CPU the models' cost grows about
-    # linearly with the batch, so bigger batches buy little throughput and cost
-    # latency; on GPU raise it.
-    max_batch: int = 4
-    # How long the oldest waiting request may wait for others to join its batch.
+    # On CPU the models' cost grows about linearly with the batch, so bigger
+    # batches buy little throughput and cost latency; on GPU raise it.
+    max_batch: int = setting(4, help="most images per pipeline call")
     # A batch leaves as soon as it is full, or at once when the previous batch
     # kept the requests waiting longer than this already.
-    max_wait_ms: float = 5.0
-    # Requests admitted but not yet handed to the pipeline (decoding or queued).
-    # One more is answered 503 at once (with Retry-After) instead of queueing.
-    max_queue: int = 64
-    # Decoded pixels the waiting requests may hold (3 bytes each: 256 MP is
-    # 768 MB). One more decoded image over it: 503. Bounds memory where
-    # max_queue alone would not (64 x 67 MP would be 13 GB).
-    max_queue_pixels: int = 256_000_000
+    max_wait_ms: float = setting(5.0, help="how long the oldest queued request waits for others to join its batch")
+    max_queue: int = setting(
+        64, help="requests admitted and not yet on the pipeline (decoding or queued); one more gets 503 at once"
+    )
+    # 256 MP is 768 MB of BGR frames: bounds memory where max_queue alone would
+    # not (64 x 67 MP would be 13 GB).
+    max_queue_pixels: int = setting(
+        256_000_000, help="decoded pixels the waiting requests may hold (a memory bound); over it: 503"
+    )
 
     # --- limits on what a request may make the server do ----------------------
-    # Request body, checked from Content-Length before the body is read (and
-    # while reading a chunked body). Over it: 413.
-    max_body_bytes: int = 32 * 1024 * 1024
-    # Encoded image after base64 decoding, or downloaded from a URL. Over it: 413.
-    max_image_bytes: int = 24 * 1024 * 1024
-    # Decoded width x height, checked from the image header before decoding. Over it: 413.
-    max_pixels: int = 8192 * 8192
-    # Whole URL download (DNS, connect, redirects, body). Over it: 504.
-    url_timeout_s: float = 10.0
-    max_redirects: int = 5
-    # False: an `image` that is a URL is refused (400); only base64 is accepted.
-    allow_url_inputs: bool = True
-    # False: URLs whose host resolves to a private, loopback, link-local,
-    # multicast or reserved address are refused (400); every resolved address
-    # and every redirect hop is checked, and the connection goes to the checked
-    # address (no DNS-rebinding window).
-    allow_private_urls: bool = False
+    # Checked from Content-Length before the body is read (and while reading a chunked body).
+    max_body_bytes: int = setting(32 * 1024 * 1024, help="request body size; 413 above it")
+    max_image_bytes: int = setting(
+        24 * 1024 * 1024, help="encoded image size (after base64 decoding, or downloaded); 413 above it"
+    )
+    # Checked from the image header before decoding.
+    max_pixels: int = setting(8192 * 8192, help="decoded width x height; 413 above it")
+    url_timeout_s: float = setting(
+        10.0, flag="url_timeout", help="seconds for a whole URL download (DNS, connect, redirects, body); 504 after it"
+    )
+    max_redirects: int = setting(5, help="redirects followed for a URL input")
+    allow_url_inputs: bool = setting(True, flag="url_inputs", help="refuse http(s) URLs as `image`: base64 only")
+    # Every resolved address and every redirect hop is checked, and the
+    # connection goes to the checked address (no DNS-rebinding window).
+    allow_private_urls: bool = setting(
+        False,
+        help="fetch URLs whose host resolves to a private, loopback, link-local or other non-global address "
+        "(refused by default)",
+    )
 
     # --- responses -------------------------------------------------------------
-    # Default of the request's `visualize` when it is null or missing. None: the
-    # pipeline YAML's `Serving.visualize`, else True (PaddleX's rule).
-    visualize: Optional[bool] = None
+    visualize: Optional[bool] = setting(
+        None,
+        help="default of the request's visualize when it is null or missing; none: the pipeline YAML's "
+        "Serving.visualize, else true (PaddleX's rule)",
+    )
 
     # --- process ---------------------------------------------------------------
-    # Threads that decode images and encode visualizations (0: min(4, cores)).
-    decode_threads: int = 0
-    # Run the pipeline once on synthetic images before /ready says yes.
-    warmup: bool = True
-    # On SIGTERM/SIGINT: stop accepting, finish in-flight requests for up to
-    # this long, then stop.
-    graceful_timeout_s: float = 30.0
-    # uvicorn's cap on concurrent connections+requests (None: none); above it
-    # uvicorn itself answers 503 (a plain-text body, not the JSON envelope).
-    limit_concurrency: Optional[int] = None
-    timeout_keep_alive_s: int = 5
-    # Seconds a 503 asks the client to wait (Retry-After).
-    retry_after_s: int = 1
-    log_level: str = "info"
-    log_format: str = "json"  # one JSON object per line, or "text"
-    access_log: bool = True  # one line per request, with its logId
+    decode_threads: int = setting(0, help="threads decoding images and encoding visualizations (0: min(4, cores))")
+    warmup: bool = setting(True, help="report ready without running the pipeline once on synthetic images first")
+    graceful_timeout_s: float = setting(
+        30.0,
+        flag="graceful_timeout",
+        help="seconds in-flight requests get to finish on SIGTERM/SIGINT before the server stops",
+    )
+    # Above it uvicorn itself answers 503 (a plain-text body, not the JSON envelope).
+    limit_concurrency: Optional[int] = setting(None, help="uvicorn's cap on concurrent connections; none: no cap")
+    timeout_keep_alive_s: int = setting(5, flag="timeout_keep_alive", help="seconds an idle keep-alive connection stays open")
+    retry_after_s: int = setting(1, flag="retry_after", help="seconds a 503 asks the client to wait (Retry-After)")
+    log_level: str = setting("info", help="log level", choices=_LOG_LEVELS)
+    log_format: str = setting("json", help="one JSON object per line, or readable text", choices=_LOG_FORMATS)
+    access_log: bool = setting(True, help="write no per-request log line (each carries its logId)")
 
     def __post_init__(self) -> None:
         def positive_int(name: str) -> None:

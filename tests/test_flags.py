@@ -1,0 +1,83 @@
+"""flags.py: a setting declared once as a dataclass field becomes a CLI flag
+with the field's type, default and validation."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import pytest
+
+from posepipe.flags import add_flags, from_args, given, setting
+from posepipe.options import PipelineOptions
+from posepipe.serving.cli import build_parser as serve_parser
+from posepipe.serving.settings import ServingSettings
+
+
+@dataclass(frozen=True)
+class Example:
+    count: int = setting(3, help="how many")
+    ratio: Optional[float] = setting(None, help="a ratio")
+    enabled: bool = setting(True, help="switch it off", flag="thing")
+    verbose: bool = setting(False, help="say more", aliases=("loud",))
+    mode: Optional[bool] = setting(None, help="tri-state")
+    colour: str = setting("red", help="a colour", choices=("red", "blue"))
+    hidden: int = setting(7, help="not on the command line", cli=False)
+    undocumented: int = 1
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1, got {self.count}")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Example)
+    return parser.parse_args(list(argv))
+
+
+def test_unset_flags_keep_the_dataclass_defaults():
+    assert given(Example, parse()) == {}
+    assert from_args(Example, parse()) == Example()
+
+
+def test_each_kind_of_field_parses():
+    args = parse("--count", "5", "--ratio", "0.25", "--no_thing", "--loud", "--mode", "false", "--colour", "blue")
+    assert from_args(Example, args) == Example(count=5, ratio=0.25, enabled=False, verbose=True, mode=False, colour="blue")
+    assert parse("--mode").mode is True  # bare tri-state flag: True
+    assert parse("--ratio", "none").ratio is None
+
+
+@pytest.mark.parametrize("argv", [["--count", "x"], ["--colour", "green"], ["--mode", "maybe"], ["--hidden", "1"], ["--undocumented", "1"]])
+def test_bad_or_unknown_flags_are_usage_errors(argv):
+    with pytest.raises(SystemExit) as e:
+        parse(*argv)
+    assert e.value.code == 2
+
+
+def test_validation_stays_in_the_dataclass():
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        from_args(Example, parse("--count", "0"))
+
+
+def test_overrides_win_over_flags():
+    assert from_args(Example, parse("--count", "5"), count=9).count == 9
+
+
+@pytest.mark.parametrize("cls", [ServingSettings, PipelineOptions])
+def test_the_server_has_a_flag_for_every_documented_setting(cls):
+    """`posepipe serve` offers every setting of both dataclasses, each round-tripping its default."""
+    parser = serve_parser()
+    documented = [f for f in dataclasses.fields(cls) if f.metadata.get("cli") and f.metadata.get("help")]
+    assert documented, cls
+    dests = {a.dest for a in parser._actions}
+    assert {f.name for f in documented} <= dests
+    defaults = from_args(cls, parser.parse_args([]))
+    assert defaults == cls()
+
+
+def test_server_flags_reach_the_settings():
+    args = serve_parser().parse_args(["--port", "0", "--no_url_inputs", "--url_timeout", "2.5", "--visualize", "false"])
+    settings = from_args(ServingSettings, args)
+    assert (settings.port, settings.allow_url_inputs, settings.url_timeout_s, settings.visualize) == (0, False, 2.5, False)
