@@ -10,6 +10,7 @@ config, or some inputs failed: the good ones are still saved); 2 bad arguments."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import math
@@ -26,6 +27,10 @@ from .flags import add_flags, given, parse_bool
 from .io import iter_sources
 from .options import PipelineOptions
 from .result import colour
+from .smoothing import OneEuroSettings
+from .stages import run_stages
+from .streaming import StreamOptions, frames_total, stream_arguments
+from .writers import ResultSaver
 
 PROG = "posepipe"
 
@@ -84,7 +89,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--input",
         nargs="+",
         metavar="PATH",
-        help="image file, folder (its images, subfolders too), http(s) URL; several allowed",
+        help="image file, folder (its images, subfolders too), http(s) URL, video file, camera index (0), "
+        "rtsp:// or http(s) video stream; several allowed",
     )
     pdx.add_argument(
         "--det_threshold", type=_threshold, help="person detection score threshold, 0..1 (default: the model's)"
@@ -110,6 +116,9 @@ def _build_parser() -> argparse.ArgumentParser:
     own.add_argument("--det_batch_size", type=_positive_int, metavar="N", help="images per detector call")
     add_flags(own, PipelineOptions)
     own.add_argument("--no_img", action="store_true", help="save only the JSON results, no drawn images")
+    video = parser.add_argument_group("video options (video files, camera indices, rtsp:// and http(s) streams)")
+    add_flags(video, StreamOptions)
+    add_flags(video, OneEuroSettings)
     own.add_argument("-q", "--quiet", action="store_true", help="print no results and no progress bar, only errors")
     own.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
@@ -117,10 +126,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _predict(args: argparse.Namespace) -> int:
     if not args.input:
-        raise _UsageError("--input is required: an image file, a folder, or an http(s) URL")
+        raise _UsageError("--input is required: an image file, a folder, an http(s) URL, a video, a camera index or a stream")
     try:
         options = given(PipelineOptions, args)
         PipelineOptions(**options)  # refuses bad values before anything loads
+        video_args = stream_arguments(args)
     except ConfigError as e:
         raise _UsageError(str(e)) from None
     pipeline = create_pipeline(config=_config(args).to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
@@ -129,25 +139,40 @@ def _predict(args: argparse.Namespace) -> int:
         save_path.mkdir(parents=True, exist_ok=True)
     # Expanded here to know the count for the progress bar; the pipeline takes the sources as they are.
     sources = list(iter_sources(args.input))
+    # Videos: the bar counts frames (an open count for live sources), their
+    # results are saved on a thread of their own while the next frames run,
+    # and they are not printed (one .jsonl line each instead).
+    videos = any(s.kind == "video" for s in sources)
+    total = frames_total(sources, video_args.get("stride", 1)) if videos else len(sources)
+    saver = ResultSaver(save_path, images=not args.no_img) if save_path is not None else None
 
     logger, handler = logging.getLogger("posepipe"), _TqdmHandler()
     handler.setLevel(logging.ERROR if args.quiet else logging.WARNING)
     logger.addHandler(handler)
     failed = []
     try:
-        with tqdm(total=len(sources), unit="img", file=sys.stderr, disable=args.quiet or len(sources) < 2) as bar:
-            for result in pipeline.predict(sources, det_threshold=args.det_threshold):
-                if not args.quiet:
-                    tqdm.write(colour(result.to_text(), sys.stderr), file=sys.stderr)
-                if result.error is not None:
-                    failed.append(result.error)
-                elif save_path is not None:
-                    result.save_to_json(save_path)
-                    if not args.no_img:
-                        result.save_to_img(save_path)
-                bar.update()
+        with tqdm(
+            total=total, unit="frame" if videos else "img", file=sys.stderr, disable=args.quiet or (total or 2) < 2
+        ) as bar:
+            results = pipeline.predict(sources, det_threshold=args.det_threshold, **video_args)
+            if videos and saver is not None:
+                results = run_stages(results, [saver.save_and_pass], name="posepipe-save")
+            with contextlib.closing(results):  # before the saver closes: its thread may still be writing
+                for result in results:
+                    if not args.quiet and result.metadata.get("video") is None:
+                        tqdm.write(colour(result.to_text(), sys.stderr), file=sys.stderr)
+                    if result.error is not None:
+                        failed.append(result.error)
+                    elif saver is not None and not videos:
+                        saver.save(result)
+                    bar.update()
     finally:
+        if saver is not None:
+            saver.close()
         logger.removeHandler(handler)
+    if saver is not None and not args.quiet:
+        for saved in saver.videos:
+            print(saved.describe(), file=sys.stderr)
 
     if not failed:
         return 0

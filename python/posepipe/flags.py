@@ -9,7 +9,7 @@ is refused with the same sentence from the CLI and from Python.
 How a field becomes a flag (`name` is the field's, or the `flag` given):
   bool, default False      --name               (sets True)
   bool, default True       --no_name            (sets False)
-  Optional[bool]           --name [BOOL]        (bare: True)
+  Optional[bool]           --name [BOOL]        (bare: True; with negatable=True also --no_name)
   int / float / str        --name VALUE         (Optional[...]: also "none")
 Fields without help text, or with `cli=False`, get no flag."""
 from __future__ import annotations
@@ -36,6 +36,7 @@ def setting(
     choices: Optional[Sequence[Any]] = None,
     parse: Optional[Callable[[str], Any]] = None,
     cli: bool = True,
+    negatable: bool = False,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field that knows its command-line flag.
@@ -43,7 +44,7 @@ def setting(
     `flag`: the flag's name when it differs from the field's (for a bool that
     defaults to True, the name after `--no_`); `aliases`: older spellings that
     still work; `parse`: turns the text into the value (default: by the
-    field's type)."""
+    field's type); `negatable`: an Optional[bool] also gets `--no_<flag>`."""
     metadata = {
         "help": help,
         "flag": flag,
@@ -52,6 +53,7 @@ def setting(
         "choices": tuple(choices) if choices is not None else None,
         "parse": parse,
         "cli": cli,
+        "negatable": negatable,
     }
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -138,6 +140,8 @@ def add_flags(parser: Any, cls: type, *, skip: Iterable[str] = ()) -> None:
         extra: Dict[str, Any] = {}
         if kind is bool:
             extra.update(nargs="?", const=True, metavar=meta["metavar"] or "BOOL")
+            if optional and meta.get("negatable"):
+                parser.add_argument(f"--no_{name}", action="store_const", const=False, help=f"the opposite of --{name}", **common)
         else:
             extra["metavar"] = meta["metavar"] or ("N" if kind is int else "X" if kind is float else name.upper())
         if meta["choices"]:

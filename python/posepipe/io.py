@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .video import video_input_of
 
 # PaddleX's ImageBatchSampler.IMG_SUFFIX: what a folder is searched for.
 IMAGE_SUFFIXES = (
@@ -59,8 +60,8 @@ class Source:
 
     name: str  # how errors name it: the path or URL as given, or "array input #2"
     input_path: Optional[str]  # the result's input_path: path or URL; None for arrays and bytes
-    kind: str  # "array" | "bytes" | "file" | "url" | "invalid"
-    data: Any = None  # the ndarray, the bytes, or (kind "invalid") the problem text
+    kind: str  # "array" | "bytes" | "file" | "url" | "video" | "invalid"
+    data: Any = None  # the ndarray, the bytes, the video.Video, or (kind "invalid") the problem text
     page: int = 0  # page of a multi-page TIFF file
     is_from_folder: bool = False
 
@@ -89,7 +90,11 @@ def iter_sources(input: Any) -> Iterator[Source]:
 
 
 def _expand(item: Any, counter: Iterator[int]) -> Iterator[Source]:
-    if isinstance(item, Source):  # already expanded (e.g. the CLI counts sources first)
+    video = video_input_of(item)  # video files, camera indices, streams: read frame by frame (video.py)
+    if video is not None:
+        next(counter)
+        yield Source(video.name, video.input_path, "video", video)
+    elif isinstance(item, Source):  # already expanded (e.g. the CLI counts sources first)
         next(counter)
         yield item
     elif isinstance(item, (list, tuple)):
@@ -170,6 +175,8 @@ def read_frame(source: Source, limits: InputLimits = InputLimits()) -> Frame:
     """Decode one source into a BGR uint8 image, or raise InputError naming it."""
     if source.kind == "invalid":
         raise InputError(source.name, source.data)
+    if source.kind == "video":
+        raise InputError(source.name, "a video is read frame by frame by the pipeline's predict, not as one image")
     if source.kind == "array":
         return Frame(_check_array(source.data, source.name), None)
     if source.kind == "bytes":

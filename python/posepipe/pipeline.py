@@ -24,6 +24,7 @@ from .options import PipelineOptions
 from .result import KeypointResult
 from .runtime import RuntimeOptions, create_backend, parse_device
 from .runtime.memory import tune_glibc_malloc
+from .streaming import StreamOptions, predict_sources
 
 log = logging.getLogger("posepipe")
 
@@ -106,15 +107,29 @@ class KeypointPipeline:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}; posepipe's options are: {', '.join(sorted(known))}")
         return cls(load_config(pipeline, config), device=device, use_hpip=use_hpip, options=PipelineOptions(**options))
 
-    def predict(self, input: Any, det_threshold: Optional[float] = None) -> Iterator[KeypointResult]:
+    def predict(
+        self,
+        input: Any,
+        det_threshold: Optional[float] = None,
+        det_frequency: int = 1,
+        track: Optional[bool] = None,
+        smooth: Any = False,
+        stride: int = 1,
+    ) -> Iterator[KeypointResult]:
         """One result per image, in input order. A single bad input raises
         InputError; in a list or folder, a bad input yields a result carrying
-        `error` and the others still run."""
+        `error` and the others still run. A video (file, camera index, stream)
+        gives one result per frame; the other arguments apply to videos only
+        (streaming.StreamOptions, README "Video and streams")."""
         if det_threshold is not None:
             if isinstance(det_threshold, bool) or not isinstance(det_threshold, (int, float)):
                 raise ValueError(f"det_threshold must be a number, got {det_threshold!r}")
+        stream_options = StreamOptions.from_arguments(det_frequency, track, smooth, stride)
         sources = list(iter_sources(input))
         single = len(sources) == 1 and not isinstance(input, (list, tuple)) and not sources[0].is_from_folder
+        if any(s.kind == "video" for s in sources):
+            yield from predict_sources(self, sources, det_threshold, stream_options, single)
+            return
         batch_size = self.config.detector.batch_size
         batches = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
         if not batches:

@@ -156,6 +156,10 @@ class KeypointResult(dict):
             # The URL's own file name, without query or fragment.
             path = urllib.parse.urlsplit(path).path
         name = Path(path).name if path else ""
+        if name and self.get("frame_index") is not None:
+            # A video's frames each get their own files: clip_000042_res.json ("camera:0" -> camera0_...).
+            stem, suffix = Path(name).stem.replace(":", ""), Path(name).suffix
+            name = f"{stem}_{int(self['frame_index']):06d}{suffix}"
         if not name:
             # PaddleX's name for inputs without a file name: time and a random number,
             # drawn once per result so its json and image share it.

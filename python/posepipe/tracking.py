@@ -1,0 +1,238 @@
+"""Per-video person state: track IDs across frames, and boxes for the frames
+that skip the detector.
+
+On a frame where the detector runs, `Tracker.assign` matches its persons
+(box + keypoints) to the tracks by an optimal assignment (scipy's Hungarian
+solver) on a similarity that mixes box IoU and keypoint similarity (OKS),
+both against where each track is expected to be by now. Persons left over
+start new tracks; tracks left over are kept, unseen, for `max_lost_s` so that
+a person coming out of a short occlusion gets their ID back.
+
+On a frame without the detector, `Tracker.propagate` gives each track seen on
+the previous frame its last box, moved by the track's velocity; the box keeps
+the size the detector gave it, which keypoints alone cannot tell (the head
+reaches above the eyes, the feet below the ankles, joints go unseen).
+`Tracker.follow` then takes the keypoints found in those boxes and moves each
+box by the median displacement of its joints, or reports the persons lost
+(their keypoint score collapsed, too few joints to follow, or two tracks
+landed on one person) so that the caller runs the detector on this frame after all."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import ConfigError
+
+# COCO's per-joint OKS constants (the keypoint evaluation's sigmas).
+COCO_SIGMAS = np.array(
+    [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    # Similarity = iou_weight * IoU + (1 - iou_weight) * OKS; pairs below min_similarity never match.
+    iou_weight: float = 0.5
+    min_similarity: float = 0.2
+    # How long an unseen track can still be found again.
+    max_lost_s: float = 2.0
+    # Joints scoring above this outline a person (box from keypoints) and count in OKS.
+    min_joint_score: float = 0.2
+    # On a frame without the detector, a person whose mean keypoint score falls
+    # below this fraction of its score at the last detection is lost.
+    lost_score_ratio: float = 0.5
+    # Two followed persons whose boxes overlap more than this are one person.
+    duplicate_iou: float = 0.6
+
+    def __post_init__(self) -> None:
+        for name in ("iou_weight", "min_similarity", "min_joint_score", "lost_score_ratio", "duplicate_iou"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"tracker {name} must be between 0 and 1, got {value!r}")
+        if not (isinstance(self.max_lost_s, (int, float)) and self.max_lost_s >= 0 and math.isfinite(self.max_lost_s)):
+            raise ConfigError(f"tracker max_lost_s must be a finite number >= 0, got {self.max_lost_s!r}")
+
+
+@dataclass
+class Track:
+    id: int
+    box: np.ndarray  # [4] x1, y1, x2, y2 where the person was last seen
+    keypoints: np.ndarray  # [K,3] last seen
+    det_score: float  # the detector's score at the last detection
+    ref_kpt_score: float  # mean keypoint score at the last detection
+    seen_s: float  # timestamp of the last frame the person was seen on
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
+    on_last_frame: bool = True
+
+
+class Tracker:
+    def __init__(self, settings: TrackerSettings = TrackerSettings()):
+        self.settings = settings
+        self.tracks: Dict[int, Track] = {}
+        self._next_id = 1
+
+    # --- frames with the detector -------------------------------------------
+
+    def assign(self, boxes: np.ndarray, det_scores: np.ndarray, keypoints: np.ndarray, t: float) -> np.ndarray:
+        """Track IDs for the detected persons ([M,4] boxes, [M] scores, [M,K,3] keypoints) at time t."""
+        from scipy.optimize import linear_sum_assignment  # the video extra's; imported where needed
+
+        self._forget_old(t)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        ids = np.zeros(len(boxes), np.int64)
+        candidates = list(self.tracks.values())
+        matched_tracks = set()
+        if candidates and len(boxes):
+            similarity = self._similarity(candidates, boxes, keypoints, t)
+            rows, cols = linear_sum_assignment(similarity, maximize=True)
+            for r, c in zip(rows, cols):
+                if similarity[r, c] >= self.settings.min_similarity:
+                    track = candidates[r]
+                    self._refresh(track, boxes[c], float(det_scores[c]), keypoints[c], t)
+                    ids[c] = track.id
+                    matched_tracks.add(track.id)
+        for c in np.flatnonzero(ids == 0):
+            track = self._new_track(boxes[c], float(det_scores[c]), keypoints[c], t)
+            ids[c] = track.id
+            matched_tracks.add(track.id)
+        for track in self.tracks.values():
+            track.on_last_frame = track.id in matched_tracks
+        return ids
+
+    def _similarity(self, tracks: List[Track], boxes: np.ndarray, keypoints: np.ndarray, t: float) -> np.ndarray:
+        predicted_boxes = np.stack([_shift(tr.box, tr.velocity * (t - tr.seen_s)) for tr in tracks])
+        predicted_kpts = np.stack([_shift_points(tr.keypoints, tr.velocity * (t - tr.seen_s)) for tr in tracks])
+        w = self.settings.iou_weight
+        return w * box_iou(predicted_boxes, boxes) + (1.0 - w) * oks(
+            predicted_kpts, np.asarray(keypoints), boxes, self.settings.min_joint_score
+        )
+
+    def _new_track(self, box: np.ndarray, det_score: float, keypoints: np.ndarray, t: float) -> Track:
+        track = Track(
+            id=self._next_id,
+            box=box.copy(),
+            keypoints=np.array(keypoints, np.float64),
+            det_score=det_score,
+            ref_kpt_score=float(np.mean(keypoints[:, 2])),
+            seen_s=t,
+        )
+        self._next_id += 1
+        self.tracks[track.id] = track
+        return track
+
+    def _refresh(self, track: Track, box: np.ndarray, det_score: float, keypoints: np.ndarray, t: float) -> None:
+        self._move(track, box, keypoints, t)
+        track.det_score = det_score
+        track.ref_kpt_score = float(np.mean(keypoints[:, 2]))
+
+    # --- frames without the detector ----------------------------------------
+
+    def propagate(self, t: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids [P], boxes [P,4], det_scores [P]) where the persons seen on the
+        previous frame should be at time t."""
+        followed = [tr for tr in self.tracks.values() if tr.on_last_frame]
+        boxes = np.zeros((len(followed), 4), np.float64)
+        for i, tr in enumerate(followed):
+            boxes[i] = _shift(tr.box, tr.velocity * (t - tr.seen_s))
+        ids = np.array([tr.id for tr in followed], np.int64)
+        scores = np.array([tr.det_score for tr in followed], np.float64)
+        return ids, boxes, scores
+
+    def follow(self, ids: np.ndarray, keypoints: np.ndarray, t: float) -> Optional[np.ndarray]:
+        """Take the keypoints found at time t in the boxes `propagate` gave.
+        Returns the persons' boxes (the last ones moved with the joints), or
+        None when any person is lost; then nothing is updated and the caller
+        should run the detector on this frame and `assign` its persons instead."""
+        settings = self.settings
+        boxes = np.zeros((len(ids), 4), np.float64)
+        scores = keypoints[:, :, 2].mean(axis=1) if len(ids) else np.zeros(0)
+        for i, track_id in enumerate(ids):
+            track = self.tracks[int(track_id)]
+            if scores[i] < settings.lost_score_ratio * track.ref_kpt_score:
+                return None
+            common = (keypoints[i, :, 2] > settings.min_joint_score) & (track.keypoints[:, 2] > settings.min_joint_score)
+            if common.sum() < MIN_JOINTS_TO_FOLLOW:
+                return None
+            # The median: robust to the odd joint that jumps to a neighbour.
+            displacement = np.median(keypoints[i, common, :2] - track.keypoints[common, :2], axis=0)
+            boxes[i] = _shift(track.box, displacement)
+        if len(ids) > 1:
+            overlap = box_iou(boxes, boxes)
+            np.fill_diagonal(overlap, 0.0)
+            if overlap.max() > settings.duplicate_iou:
+                return None
+        for i, track_id in enumerate(ids):
+            self._move(self.tracks[int(track_id)], boxes[i], keypoints[i], t)
+        return boxes
+
+    # --- shared --------------------------------------------------------------
+
+    def _move(self, track: Track, box: np.ndarray, keypoints: np.ndarray, t: float) -> None:
+        dt = t - track.seen_s
+        if dt > 0:
+            measured = (_centre(box) - _centre(track.box)) / dt
+            # Averaged over recent frames; a track seen again after a gap starts afresh.
+            track.velocity = 0.5 * track.velocity + 0.5 * measured if track.on_last_frame else measured
+        track.box = np.array(box, np.float64)
+        track.keypoints = np.array(keypoints, np.float64)
+        track.seen_s = t
+        track.on_last_frame = True
+
+    def _forget_old(self, t: float) -> None:
+        for track_id in [k for k, tr in self.tracks.items() if t - tr.seen_s > self.settings.max_lost_s]:
+            del self.tracks[track_id]
+
+
+# Joints seen on both frames needed to follow a person without the detector.
+MIN_JOINTS_TO_FOLLOW = 3
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _shift(box: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return np.asarray(box, np.float64) + np.array([offset[0], offset[1], offset[0], offset[1]])
+
+
+def _shift_points(keypoints: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    shifted = np.array(keypoints, np.float64)
+    shifted[:, :2] += offset
+    return shifted
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N,4] x [M,4] -> [N,M] intersection over union."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def oks(a: np.ndarray, b: np.ndarray, b_boxes: np.ndarray, min_score: float) -> np.ndarray:
+    """[N,K,3] x [M,K,3] -> [N,M] object keypoint similarity, COCO's formula
+    with each b person's box area as its scale, over the joints both score
+    above min_score (0 where they share none)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    boxes = np.asarray(b_boxes, np.float64).reshape(-1, 4)
+    area = np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0, None)
+    # Other joint sets than COCO-17 get a middling constant.
+    sigmas = COCO_SIGMAS if a.shape[1] == len(COCO_SIGMAS) else np.full(a.shape[1], 0.07)
+    d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(axis=3)  # [N,M,K]
+    scale = 2.0 * area[None, :, None] * (2.0 * sigmas[None, None, :]) ** 2
+    per_joint = np.exp(-d2 / scale)
+    both = (a[:, None, :, 2] > min_score) & (b[None, :, :, 2] > min_score)
+    counted = both.sum(axis=2)
+    return np.where(counted > 0, (per_joint * both).sum(axis=2) / np.maximum(counted, 1), 0.0)
