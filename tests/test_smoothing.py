@@ -3,12 +3,17 @@ and what it does to jitter and lag on synthetic tracks."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from posepipe.errors import ConfigError
 from posepipe.smoothing import OneEuroFilter, OneEuroSettings, PoseSmoother
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from video_metrics import jitter, lag_frames  # noqa: E402  (the benchmark's measures)
 
 
 class PaperOneEuro:
@@ -62,23 +67,6 @@ def test_a_point_shares_one_cutoff_driven_by_its_speed():
     assert out == pytest.approx(np.array([[3 * a, 4 * a]]))
 
 
-def _jitter(track: np.ndarray) -> float:
-    """Mean frame-to-frame displacement, pixels."""
-    return float(np.linalg.norm(np.diff(track, axis=0), axis=-1).mean())
-
-
-def _lag_frames(raw: np.ndarray, smooth: np.ndarray) -> float:
-    """The shift (frames, to 0.01) that best lays the smoothed path onto the raw one."""
-    frames = np.arange(len(raw), dtype=np.float64)
-    best, best_err = 0.0, float("inf")
-    for shift in np.arange(0, 5, 0.01):
-        shifted = np.stack([np.interp(frames - shift, frames, raw[:, d]) for d in range(2)], 1)
-        err = float(((shifted[20:] - smooth[20:]) ** 2).sum())
-        if err < best_err:
-            best, best_err = shift, err
-    return best
-
-
 @pytest.mark.parametrize("fps", [10, 30])
 def test_default_settings_halve_the_jitter_of_a_still_person(fps):
     # A person 200 px tall standing still; the keypoint model's jitter is about 1% of the height.
@@ -89,7 +77,7 @@ def test_default_settings_halve_the_jitter_of_a_still_person(fps):
     smoother = PoseSmoother(OneEuroSettings())
     scores = np.full((17, 1), 0.9)
     out = np.stack([smoother(1, np.concatenate([raw[i], scores], 1), i / fps, height)[:, :2] for i in range(frames)])
-    assert _jitter(out[10:]) <= 0.5 * _jitter(raw[10:])
+    assert jitter(out[10:]) <= 0.5 * jitter(raw[10:])
     assert np.abs(out[50:] - truth).mean() < np.abs(raw[50:] - truth).mean()  # and closer to the truth
 
 
@@ -104,7 +92,7 @@ def test_default_settings_lag_at_most_one_frame_on_a_walking_person(fps):
     smoother = PoseSmoother(OneEuroSettings())
     scores = np.full((17, 1), 0.9)
     out = np.stack([smoother(1, np.concatenate([raw[i], scores], 1), t[i], height)[:, :2] for i in range(frames)])
-    lag = _lag_frames(raw.mean(axis=1), out.mean(axis=1))
+    lag = lag_frames(raw.mean(axis=1), out.mean(axis=1), skip=20)
     assert lag <= 1.0
 
 

@@ -108,30 +108,52 @@ def test_follow_moves_boxes_with_the_joints_and_keeps_their_size():
     moved = person(100, 200, 120)
     moved[:, 0] += 6
     moved[3, :2] += 40  # one joint jumps to a wrong place: the median ignores it
-    followed = tracker.follow(ids, moved[None], 0.1)
+    kept, followed = tracker.follow(ids, moved[None], 0.1)
+    assert kept.tolist() == [True] and not tracker.lost_on_last_frame
     assert np.allclose(followed[0], box + [6, 0, 6, 0])
     # The next frame's box is predicted with the velocity (60 px/s to the right).
     _, boxes, _ = tracker.propagate(0.2)
     assert boxes[0][0] > followed[0][0] + 2
 
 
-def test_follow_reports_a_lost_person():
+def test_follow_reports_a_lost_person_and_asks_for_the_detector():
     tracker = Tracker()
-    ids = tracker.assign(box_of(100, 200)[None], np.array([0.8]), person(100, 200, score=0.8)[None], 0.0)
-    before = tracker.tracks[int(ids[0])].box.copy()
-    assert tracker.follow(ids, person(100, 200, score=0.3)[None], 0.1) is None  # score fell below half
-    assert np.array_equal(tracker.tracks[int(ids[0])].box, before)  # nothing updated
-    few = person(100, 200, score=0.8)
+    ids = tracker.assign(
+        np.stack([box_of(100, 200), box_of(300, 200)]), np.array([0.8, 0.8]),
+        np.stack([person(100, 200, score=0.8), person(300, 200, score=0.8, seed=1)]), 0.0,
+    )
+    lost_box = tracker.tracks[int(ids[0])].box.copy()
+    kept, _ = tracker.follow(ids, np.stack([person(100, 200, score=0.3), person(302, 200, score=0.8, seed=1)]), 0.1)
+    assert kept.tolist() == [False, True]  # the first one's score fell below half of its detection's
+    assert tracker.lost_on_last_frame
+    assert np.array_equal(tracker.tracks[int(ids[0])].box, lost_box)  # the lost one is not moved
+    assert tracker.propagate(0.2)[0].tolist() == [ids[1]]  # and no longer followed
+    few = person(302, 200, score=0.8, seed=1)
     few[2:, 2] = 0.05  # two joints left: too few to follow
-    assert tracker.follow(ids, few[None], 0.1) is None
+    assert tracker.follow(ids[1:], few[None], 0.2)[0].tolist() == [False]
 
 
-def test_two_tracks_landing_on_one_person_are_reported():
+def test_two_tracks_landing_on_one_person_keep_the_better_one():
     tracker = Tracker()
-    boxes = np.stack([box_of(100, 200), box_of(160, 200)])
-    ids = tracker.assign(boxes, np.array([0.9, 0.9]), np.stack([person(100, 200), person(160, 200, seed=1)]), 0.0)
-    same = person(130, 200)
-    assert tracker.follow(ids, np.stack([same, same + [1, 0, 0]]), 0.1) is None
+    boxes = np.stack([box_of(100, 200), box_of(140, 200)])
+    ids = tracker.assign(boxes, np.array([0.9, 0.9]), np.stack([person(100, 200), person(140, 200, seed=1)]), 0.0)
+    same = person(120, 200)
+    weaker = same.copy()
+    weaker[:, 2] = 0.7
+    kept, _ = tracker.follow(ids, np.stack([weaker, same]), 0.1)
+    assert kept.tolist() == [False, True] and tracker.lost_on_last_frame
+
+
+def test_a_person_the_detector_misses_once_is_followed_for_a_frame():
+    tracker = Tracker()
+    [track_id] = tracker.assign(box_of(100, 200)[None], np.array([0.9]), person(100, 200)[None], 0.0)
+    none = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 17, 3)))
+    tracker.assign(*none, 0.1)  # the detector blinks
+    assert tracker.propagate(0.2)[0].tolist() == [track_id]
+    tracker.assign(*none, 0.3)  # and again on the next detector frame: gone
+    assert tracker.propagate(0.4)[0].size == 0
+    # Found again by the detector later (within max_lost_s), it keeps its ID.
+    assert tracker.assign(box_of(100, 200)[None], np.array([0.9]), person(100, 200)[None], 0.5).tolist() == [track_id]
 
 
 def test_settings_are_checked():

@@ -67,7 +67,8 @@ def photo_clip(image: np.ndarray, count: int, seed: int = 0, noise: float = 0.0,
     """A still photo as `count` frames: sensor noise of `noise` grey levels
     (std) and an optional steady pan (the person moves across the frame)."""
     rng = np.random.default_rng(seed)
-    h, w = image.shape[:2]
+    h, w = image.shape[:2] // np.array(2) * 2  # even sides, as 4:2:0 video needs
+    image = image[:h, :w]
     frames = []
     for i in range(count):
         dx, dy = shift_px_per_frame[0] * i, shift_px_per_frame[1] * i

@@ -100,7 +100,7 @@ class VideoStream:
     info: VideoInfo
     frames_done: int = 0
     detector_frames: int = 0  # frames the detector ran on
-    redetections: int = 0  # of those, frames where a followed person was lost
+    extra_detector_frames: int = 0  # of those, frames off the det_frequency schedule: a followed person was lost on the frame before
     dropped_frames: int = 0  # live sources: frames that went stale before the models were free
     track_ids: set = field(default_factory=set)
 
@@ -189,26 +189,25 @@ class FrameLoop:
         stream, tracker, t = self.stream, self.tracker, frame.timestamp_s
         images = [frame.image]
         ids: Optional[np.ndarray] = None
-        rows = kpts = None
         timings: dict = {}
-        followed: Optional[np.ndarray] = None
         scheduled = tracker is None or stream.frames_done % self.options.det_frequency == 0
-        if not scheduled:
-            ids, boxes, scores = tracker.propagate(t)
-            rows = _rows(boxes, scores)
-            [kpts], timings = self.pipeline._estimate(images, [rows])
-            followed = tracker.follow(ids, kpts, t)
-            if followed is None:
-                stream.redetections += 1
-            else:
-                rows[:, 2:6] = followed
-        if followed is None:
+        if tracker is not None and tracker.lost_on_last_frame and not scheduled:
+            scheduled = True
+            stream.extra_detector_frames += 1
+        if scheduled:
             [rows], timings = self.pipeline._detect(images, self.det_threshold)
             [kpts], kpt_timings = self.pipeline._estimate(images, [rows])
             timings.update(kpt_timings)
             stream.detector_frames += 1
             if tracker is not None:
                 ids = tracker.assign(rows[:, 2:6], rows[:, 1], kpts, t)
+        else:
+            ids, boxes, scores = tracker.propagate(t)
+            rows = _rows(boxes, scores)
+            [kpts], timings = self.pipeline._estimate(images, [rows])
+            kept, boxes = tracker.follow(ids, kpts, t)
+            rows[:, 2:6] = boxes
+            rows, kpts, ids = rows[kept], kpts[kept], ids[kept]
         if self.smoother is not None and ids is not None:
             kpts = kpts.copy()
             for i, track_id in enumerate(ids):

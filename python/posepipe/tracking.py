@@ -8,14 +8,20 @@ both against where each track is expected to be by now. Persons left over
 start new tracks; tracks left over are kept, unseen, for `max_lost_s` so that
 a person coming out of a short occlusion gets their ID back.
 
-On a frame without the detector, `Tracker.propagate` gives each track seen on
-the previous frame its last box, moved by the track's velocity; the box keeps
-the size the detector gave it, which keypoints alone cannot tell (the head
-reaches above the eyes, the feet below the ankles, joints go unseen).
-`Tracker.follow` then takes the keypoints found in those boxes and moves each
-box by the median displacement of its joints, or reports the persons lost
-(their keypoint score collapsed, too few joints to follow, or two tracks
-landed on one person) so that the caller runs the detector on this frame after all."""
+On a frame without the detector, `Tracker.propagate` gives each followed
+track its last box, moved by the track's velocity; the box keeps the size the
+detector gave it, which keypoints alone cannot tell (the head reaches above
+the eyes, the feet below the ankles, joints go unseen). `Tracker.follow` then
+takes the keypoints found in those boxes and moves each box by the median
+displacement of its joints. A person whose keypoint score collapsed, who has
+too few joints left to follow, or whom another track landed on, is lost: left
+out of this frame, and `lost_on_last_frame` asks for the detector on the next.
+
+Followed are the persons seen on the last frame, and also, for one frame, a
+person the detector missed on a detector frame: detectors blink on small or
+partly hidden persons, and following such a person costs one keypoint crop,
+where looking again would cost a detector run; a person who really left is
+lost on that frame and the detector runs on the next."""
 from __future__ import annotations
 
 import math
@@ -66,7 +72,8 @@ class Track:
     ref_kpt_score: float  # mean keypoint score at the last detection
     seen_s: float  # timestamp of the last frame the person was seen on
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
-    on_last_frame: bool = True
+    followed: bool = True  # followed on the next frame without the detector
+    detector_misses: int = 0  # detector frames in a row that did not find it
 
 
 class Tracker:
@@ -74,6 +81,9 @@ class Tracker:
         self.settings = settings
         self.tracks: Dict[int, Track] = {}
         self._next_id = 1
+        # A followed person was lost on the last frame: the next frame should
+        # look with the detector rather than follow.
+        self.lost_on_last_frame = False
 
     # --- frames with the detector -------------------------------------------
 
@@ -100,7 +110,12 @@ class Tracker:
             ids[c] = track.id
             matched_tracks.add(track.id)
         for track in self.tracks.values():
-            track.on_last_frame = track.id in matched_tracks
+            if track.id in matched_tracks:
+                track.followed, track.detector_misses = True, 0
+            else:
+                track.detector_misses += 1
+                track.followed = track.followed and track.detector_misses == 1
+        self.lost_on_last_frame = False
         return ids
 
     def _similarity(self, tracks: List[Track], boxes: np.ndarray, keypoints: np.ndarray, t: float) -> np.ndarray:
@@ -132,9 +147,9 @@ class Tracker:
     # --- frames without the detector ----------------------------------------
 
     def propagate(self, t: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids [P], boxes [P,4], det_scores [P]) where the persons seen on the
-        previous frame should be at time t."""
-        followed = [tr for tr in self.tracks.values() if tr.on_last_frame]
+        """(ids [P], boxes [P,4], det_scores [P]) where the followed persons
+        should be at time t."""
+        followed = [tr for tr in self.tracks.values() if tr.followed]
         boxes = np.zeros((len(followed), 4), np.float64)
         for i, tr in enumerate(followed):
             boxes[i] = _shift(tr.box, tr.velocity * (t - tr.seen_s))
@@ -142,32 +157,36 @@ class Tracker:
         scores = np.array([tr.det_score for tr in followed], np.float64)
         return ids, boxes, scores
 
-    def follow(self, ids: np.ndarray, keypoints: np.ndarray, t: float) -> Optional[np.ndarray]:
+    def follow(self, ids: np.ndarray, keypoints: np.ndarray, t: float) -> Tuple[np.ndarray, np.ndarray]:
         """Take the keypoints found at time t in the boxes `propagate` gave.
-        Returns the persons' boxes (the last ones moved with the joints), or
-        None when any person is lost; then nothing is updated and the caller
-        should run the detector on this frame and `assign` its persons instead."""
+        Returns (kept [P] bool, boxes [P,4]): which persons are still there,
+        and their boxes (the last ones moved with the joints). The lost ones
+        stop being followed and set `lost_on_last_frame`."""
         settings = self.settings
         boxes = np.zeros((len(ids), 4), np.float64)
+        kept = np.ones(len(ids), bool)
         scores = keypoints[:, :, 2].mean(axis=1) if len(ids) else np.zeros(0)
         for i, track_id in enumerate(ids):
             track = self.tracks[int(track_id)]
-            if scores[i] < settings.lost_score_ratio * track.ref_kpt_score:
-                return None
             common = (keypoints[i, :, 2] > settings.min_joint_score) & (track.keypoints[:, 2] > settings.min_joint_score)
-            if common.sum() < MIN_JOINTS_TO_FOLLOW:
-                return None
+            if scores[i] < settings.lost_score_ratio * track.ref_kpt_score or common.sum() < MIN_JOINTS_TO_FOLLOW:
+                kept[i] = False
+                continue
             # The median: robust to the odd joint that jumps to a neighbour.
             displacement = np.median(keypoints[i, common, :2] - track.keypoints[common, :2], axis=0)
             boxes[i] = _shift(track.box, displacement)
-        if len(ids) > 1:
-            overlap = box_iou(boxes, boxes)
-            np.fill_diagonal(overlap, 0.0)
-            if overlap.max() > settings.duplicate_iou:
-                return None
+        # Two tracks on one person: the one that fits it worse is lost.
+        for i, j in zip(*np.nonzero(np.triu(box_iou(boxes, boxes), k=1) > settings.duplicate_iou)):
+            if kept[i] and kept[j]:
+                kept[j if scores[j] < scores[i] else i] = False
         for i, track_id in enumerate(ids):
-            self._move(self.tracks[int(track_id)], boxes[i], keypoints[i], t)
-        return boxes
+            track = self.tracks[int(track_id)]
+            if kept[i]:
+                self._move(track, boxes[i], keypoints[i], t)
+            else:
+                track.followed = False
+        self.lost_on_last_frame = not kept.all()
+        return kept, boxes
 
     # --- shared --------------------------------------------------------------
 
@@ -175,12 +194,11 @@ class Tracker:
         dt = t - track.seen_s
         if dt > 0:
             measured = (_centre(box) - _centre(track.box)) / dt
-            # Averaged over recent frames; a track seen again after a gap starts afresh.
-            track.velocity = 0.5 * track.velocity + 0.5 * measured if track.on_last_frame else measured
+            # Averaged over recent frames; a track found again after a gap starts afresh.
+            track.velocity = 0.5 * track.velocity + 0.5 * measured if track.followed else measured
         track.box = np.array(box, np.float64)
         track.keypoints = np.array(keypoints, np.float64)
         track.seen_s = t
-        track.on_last_frame = True
 
     def _forget_old(self, t: float) -> None:
         for track_id in [k for k, tr in self.tracks.items() if t - tr.seen_s > self.settings.max_lost_s]:

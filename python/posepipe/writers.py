@@ -98,6 +98,7 @@ class AnnotatedVideoWriter:
         # Live: milliseconds, since frames come when they come.
         self._time_base = LIVE_TIME_BASE if live else 1 / rate
         self._stream.time_base = self._time_base
+        self._stream.codec_context.time_base = self._time_base
         self._last_pts = -1
 
     def write(self, result: KeypointResult) -> None:
