@@ -4,11 +4,14 @@ Runs under PaddleX's own Python (its venv), never imports posepipe. Requests
 (see _protocol.py):
   init  name, config, device            -> what PaddleX resolved (versions, run modes, threads)
   run   name, inputs, repeat, det_threshold -> seconds per full predict() over `inputs`
+  video name, path, frames -> seconds for the obvious loop over a video's first
+        `frames` frames (OpenCV reads a frame, predict() runs on it), persons per frame
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,5 +53,23 @@ def run(name, inputs, repeat=1, det_threshold=None):
     return {"times_s": times, "persons": [len(res["boxes"]) for res in last]}
 
 
+def video(name, path, frames):
+    import cv2
+
+    pipeline = PIPELINES[name]
+    persons = []
+    t0 = time.perf_counter()
+    capture = cv2.VideoCapture(path)
+    while len(persons) < frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        for res in pipeline.predict(frame):
+            persons.append(len(res["boxes"]))
+    seconds = time.perf_counter() - t0
+    capture.release()
+    return {"seconds": seconds, "frames": len(persons), "persons": persons}
+
+
 if __name__ == "__main__":
-    serve({"init": init, "run": run})
+    serve({"init": init, "run": run, "video": video})

@@ -81,3 +81,20 @@ def test_server_flags_reach_the_settings():
     args = serve_parser().parse_args(["--port", "0", "--no_url_inputs", "--url_timeout", "2.5", "--visualize", "false"])
     settings = from_args(ServingSettings, args)
     assert (settings.port, settings.allow_url_inputs, settings.url_timeout_s, settings.visualize) == (0, False, 2.5, False)
+
+
+def test_a_negatable_tri_state_also_gets_a_no_flag():
+    @dataclass(frozen=True)
+    class Tracking:
+        track: Optional[bool] = setting(None, help="tri-state", negatable=True)
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Tracking)
+    assert given(Tracking, parser.parse_args([])) == {}
+    assert parser.parse_args(["--track"]).track is True
+    assert parser.parse_args(["--track", "false"]).track is False
+    assert parser.parse_args(["--no_track"]).track is False
+    plain = argparse.ArgumentParser()
+    add_flags(plain, Example)
+    with pytest.raises(SystemExit):
+        plain.parse_args(["--no_mode"])  # only where asked for

@@ -73,7 +73,7 @@ def test_folder_expands_like_paddlex(tmp_path, photo):
 
 def test_expansion_keeps_order_and_never_raises(tmp_path, photo):
     array = np.zeros((4, 5, 3), np.uint8)
-    items = [str(photo), array, photo.read_bytes(), 42, str(tmp_path / "missing.jpg"), "https://example.com/p.jpg", Path(photo)]
+    items = [str(photo), array, photo.read_bytes(), 4.2, str(tmp_path / "missing.jpg"), "https://example.com/p.jpg", Path(photo)]
     sources = list(iter_sources(items))
     assert [s.kind for s in sources] == ["file", "array", "bytes", "invalid", "invalid", "url", "file"]
     assert [s.input_path for s in sources] == [

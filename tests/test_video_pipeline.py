@@ -5,7 +5,6 @@ smoothing on a real still person; strides, mixed lists, every bad video, and
 memory that stays flat."""
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -20,9 +19,8 @@ from posepipe.errors import ConfigError, InputError
 from posepipe.tracking import box_iou
 from posepipe.video import Video, open_video
 
-from video_clips import cut_clip, photo_clip, read_frames, write_video
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from video_clips import cut_clip, photo_clip, write_video  # noqa: E402  (shared with benchmarks/video.py)
 from video_metrics import agreement, jitter  # noqa: E402
 
 

@@ -4,6 +4,7 @@ latest-frame mode, and a clear error naming the source for every bad video."""
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from posepipe.errors import InputError
 from posepipe.io import iter_sources, read_frame
 from posepipe.video import CameraReader, LatestFrameReader, Video, open_video, video_input_of
 
-from video_clips import CODECS, MjpegCamera, cut_clip, read_frames, write_video
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from video_clips import CODECS, MjpegCamera, cut_clip, read_frames, write_video  # noqa: E402  (shared with benchmarks/video.py)
 
 
 @pytest.fixture(scope="module")

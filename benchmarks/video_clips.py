@@ -1,6 +1,7 @@
-"""Test videos made at run time: clips cut from the shared vtest.avi, clips
-made from a shared photo, and a local MJPEG camera over HTTP. Everything is
-written under the caller's tmp_path, never into ../shared."""
+"""Videos made at run time for benchmarks/video.py and the tests: clips cut
+from the shared vtest.avi, clips made from a shared photo, and a local MJPEG
+camera over HTTP. Everything is written where the caller says (a temporary
+folder), never into ../shared."""
 from __future__ import annotations
 
 import http.server
