@@ -8,7 +8,9 @@ What it measures, each side in its own worker process, sides alternating
 round by round (so both see the same machine):
   vs PaddleX        frames/s on vtest's first --frames frames: PaddleX driven by
                     the obvious loop (OpenCV reads a frame, predict() on it),
-                    posepipe's predict(video) in every-frame mode, use_hpip and default
+                    posepipe's predict(video) in every-frame mode, use_hpip and default,
+                    and use_hpip with prefetch=False (decoding in line: what the
+                    decode thread gains)
   detector skipping det_frequency=5 with tracking against every frame, on all of
                     vtest and on a single-person clip made from a shared photo:
                     frames/s ratio, mean OKS against the every-frame output, the
@@ -95,6 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with tempfile.TemporaryDirectory(prefix="posepipe-video-bench-") as tmp:
             clips = make_clips(shared, Path(tmp), args)
             workers["hpip"] = start_posepipe("hpip", config, {"use_hpip": True})
+            workers["hpip_inline"] = start_posepipe("hpip_inline", config, {"use_hpip": True, "prefetch": False})
             workers["default"] = start_posepipe("default", config, {})
             peer = start_peer(config, args) if not args.no_peer else None
             out["meta"]["paddlex"] = "measured" if peer else "not measured"
@@ -170,6 +173,8 @@ def bench_vs_paddlex(workers: Dict[str, Worker], vtest: str, args) -> Dict[str, 
     calls = {
         "posepipe_hpip": lambda: workers["hpip"].request("run", name="hpip", path=vtest, frames=args.frames),
         "posepipe_default": lambda: workers["default"].request("run", name="default", path=vtest, frames=args.frames),
+        # The same without decoding ahead on a thread: what that pipelining gains.
+        "posepipe_hpip_inline": lambda: workers["hpip_inline"].request("run", name="hpip_inline", path=vtest, frames=args.frames),
     }
     if "paddlex" in workers:
         calls["paddlex"] = lambda: workers["paddlex"].request("video", name="paddlex", path=vtest, frames=args.frames)
@@ -177,7 +182,8 @@ def bench_vs_paddlex(workers: Dict[str, Worker], vtest: str, args) -> Dict[str, 
         call()
     replies = alternate(calls, rounds=args.rounds, warmup=0, settle_s=0.25)
     result = {name: fps_of(r) for name, r in replies.items()}
-    for name in ("posepipe_hpip", "posepipe_default"):
+    result["decode_ahead_gain"] = result["posepipe_hpip"]["median_fps"] / result["posepipe_hpip_inline"]["median_fps"]
+    for name in ("posepipe_hpip", "posepipe_default", "posepipe_hpip_inline"):
         result[name]["persons_per_frame"] = float(np.mean(replies[name][0]["persons"]))
         if "paddlex" in result:
             result[name]["speedup"] = result[name]["median_fps"] / result["paddlex"]["median_fps"]
@@ -351,10 +357,11 @@ def table(out: Dict[str, Any]) -> str:
              f"others' CPU share during the run: {m['machine'].get('others_cpu_share') or 0:.0%}", ""]
     vs = out["vs_paddlex"]
     lines.append(f"Every-frame mode on vtest's first {vs['posepipe_hpip']['frames']} frames (median of rounds):")
-    for name in ("paddlex", "posepipe_hpip", "posepipe_default"):
+    for name in ("paddlex", "posepipe_hpip", "posepipe_default", "posepipe_hpip_inline"):
         if name in vs:
             speed = f"  ({vs[name]['speedup']:.1f}x PaddleX)" if "speedup" in vs[name] else ""
-            lines.append(f"  {name:18s} {vs[name]['median_fps']:6.2f} frames/s, {vs[name]['persons_per_frame']:.1f} persons/frame{speed}")
+            lines.append(f"  {name:20s} {vs[name]['median_fps']:6.2f} frames/s, {vs[name]['persons_per_frame']:.1f} persons/frame{speed}")
+    lines.append(f"  decoding ahead on a thread (hpip against hpip_inline): {vs['decode_ahead_gain']:.2f}x")
     lines.append("")
     lines.append(f"det_frequency={DET_FREQUENCY} with tracking against every frame (use_hpip):")
     for clip, d in out["det_frequency"].items():

@@ -30,7 +30,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, PosepipeError
 
 # COCO's per-joint OKS constants (the keypoint evaluation's sigmas).
 COCO_SIGMAS = np.array(
@@ -89,7 +89,7 @@ class Tracker:
 
     def assign(self, boxes: np.ndarray, det_scores: np.ndarray, keypoints: np.ndarray, t: float) -> np.ndarray:
         """Track IDs for the detected persons ([M,4] boxes, [M] scores, [M,K,3] keypoints) at time t."""
-        from scipy.optimize import linear_sum_assignment  # the video extra's; imported where needed
+        linear_sum_assignment = _assignment_solver()
 
         self._forget_old(t)
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -221,6 +221,15 @@ def _shift_points(keypoints: np.ndarray, offset: np.ndarray) -> np.ndarray:
     shifted = np.array(keypoints, np.float64)
     shifted[:, :2] += offset
     return shifted
+
+
+def _assignment_solver():
+    """scipy's Hungarian solver (the video extra), or a clear error."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        raise PosepipeError("tracking needs scipy: pip install 'posepipe[video]' (or pip install scipy)") from None
+    return linear_sum_assignment
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

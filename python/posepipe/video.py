@@ -260,6 +260,7 @@ class PyAVReader(VideoReader):
         start_pts = stream.start_time
         time_base = stream.time_base
         first_time: Optional[float] = None
+        first_capture: Optional[float] = None
         index = 0
         decoded = self._container.decode(stream)
         while True:
@@ -275,8 +276,11 @@ class PyAVReader(VideoReader):
             image = _upright(frame.to_ndarray(format="bgr24"), getattr(frame, "rotation", 0))
             if frame.pts is not None and time_base is not None:
                 seconds = float((frame.pts - (start_pts or 0)) * time_base)
-            else:
-                seconds = index / self.info.fps if self.info.fps else captured_at
+            elif self.info.fps:
+                seconds = index / self.info.fps
+            else:  # neither times nor a rate: the reading clock
+                first_capture = captured_at if first_capture is None else first_capture
+                seconds = captured_at - first_capture
             if self.video.is_live:  # stream clocks start anywhere: count from the first frame
                 first_time = seconds if first_time is None else first_time
                 seconds -= first_time
@@ -338,7 +342,8 @@ class CameraReader(VideoReader):
 
 
 class LatestFrameReader:
-    """Reads a live source on a thread and hands out only the newest frame.
+    """Reads a live source on a thread and hands out only the newest frame;
+    the thread closes the reader when it ends.
 
     Frames that arrive while the consumer is busy replace the waiting one and
     are counted in `dropped`; the consumer therefore always gets the freshest
@@ -359,8 +364,9 @@ class LatestFrameReader:
         self._thread.start()
 
     def _read(self) -> None:
+        frames = self.reader.frames()
         try:
-            for frame in self.reader.frames():
+            for frame in frames:
                 if self._keep is not None and not self._keep(frame):
                     continue
                 with self._cond:
@@ -374,6 +380,9 @@ class LatestFrameReader:
             with self._cond:
                 self._error = e
         finally:
+            # Closed here, on the thread that reads: never under a running read.
+            frames.close()
+            self.reader.close()
             with self._cond:
                 self._finished = True
                 self._cond.notify()

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_keypoints
+from .errors import PosepipeError
 from .result import KeypointResult
 from .video import INSTALL_HINT
 
@@ -75,7 +76,7 @@ class AnnotatedVideoWriter:
         try:
             import av
         except ImportError:
-            raise RuntimeError(INSTALL_HINT) from None
+            raise PosepipeError(f"writing {path}: {INSTALL_HINT}") from None
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = (int(width), int(height))
