@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from posepipe.tracking import box_iou
 from posepipe.video import Video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from video_clips import cut_clip, photo_clip, read_frames, write_video  # noqa: E402  (shared with benchmarks/video.py)
+from video_clips import MjpegCamera, cut_clip, photo_clip, read_frames, write_video  # noqa: E402  (shared with benchmarks/video.py)
 from video_metrics import agreement, jitter  # noqa: E402
 
 
@@ -214,6 +215,28 @@ def test_a_single_bad_video_raises_after_its_good_frames(pipeline, shared_dir, t
     assert len(delivered) >= 5 and [r["frame_index"] for r in delivered] == list(range(len(delivered)))
     with pytest.raises(InputError, match="^camera 98: cannot open the camera"):
         list(pipeline.predict(98))
+
+
+def test_live_stream_keeps_latency_flat_and_reports_its_drop(pipeline, shared_dir):
+    # A 25 fps MJPEG camera over HTTP for 4 s with several walkers in view:
+    # the models are slower than the camera, so stale frames are dropped, the
+    # latency of each result stays near the time one frame takes, and when
+    # the camera goes away the error names it, after the results so far.
+    frames = read_frames(shared_dir / "videos" / "vtest.avi", 100, 25)
+    results, done_at = [], []
+    with MjpegCamera(frames, fps=25, max_frames=100) as camera:
+        with pytest.raises(InputError) as info:
+            for result in pipeline.predict(Video(camera.url)):
+                results.append(result)
+                done_at.append(time.monotonic())
+        sent = list(camera.sent)
+    assert str(info.value).startswith(f"{camera.url}: the stream stopped after ")
+    indices = [r["frame_index"] for r in results]
+    assert len(results) >= 5 and indices == sorted(set(indices))
+    assert results[-1].metadata["video"].dropped_frames >= 10 and results[-1].metadata["video"].info.live
+    latency = [done - sent[i] for i, done in zip(indices, done_at)]
+    interval = float(np.median(np.diff(done_at)))
+    assert max(latency[2:]) <= 2 * interval + 0.2, (latency, interval)
 
 
 @pytest.mark.parametrize(
