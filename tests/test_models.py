@@ -41,6 +41,7 @@ def test_shared_models_parse(shared_dir, rel):
     assert spec.params_path.name == "inference.pdiparams"
     assert spec.has_interpolate is interp
     assert spec.has_leaky_relu is False
+    assert spec.input_hw == (size if kind == DETECTOR else size[::-1])  # the program's declared (h, w)
     if kind == DETECTOR:
         assert spec.keypoint is None
         assert spec.label_list == ("pedestrian",)

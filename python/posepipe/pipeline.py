@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import PipelineConfig, load_config
+from .config import PipelineConfig, check_threshold, load_config
 from .detector import Detector
 from .errors import ConfigError
 from .io import Frame, InputFailure, iter_sources, try_read_frame
@@ -21,7 +21,7 @@ from .keypoints import KeypointModel
 from .models.official import resolve_model_dir
 from .models.spec import load_model_spec
 from .options import PipelineOptions
-from .result import KeypointResult
+from .result import KeypointResult, SaveNames
 from .runtime import RuntimeOptions, create_backend, parse_device
 from .runtime.memory import tune_glibc_malloc
 
@@ -107,12 +107,16 @@ class KeypointPipeline:
         return cls(load_config(pipeline, config), device=device, use_hpip=use_hpip, options=PipelineOptions(**options))
 
     def predict(self, input: Any, det_threshold: Optional[float] = None) -> Iterator[KeypointResult]:
-        """One result per image, in input order. A single bad input raises
-        InputError; in a list or folder, a bad input yields a result carrying
-        `error` and the others still run."""
-        if det_threshold is not None:
-            if isinstance(det_threshold, bool) or not isinstance(det_threshold, (int, float)):
-                raise ValueError(f"det_threshold must be a number, got {det_threshold!r}")
+        """One result per image (per page of a multi-page TIFF), in input
+        order. A single bad input raises InputError; in a list or folder, a bad
+        input yields a result carrying `error` and the others still run. The
+        results of one call never share a file name when saved (SaveNames)."""
+        det_threshold = check_threshold(det_threshold, "det_threshold")
+        names = SaveNames()
+        for result in self._predict(input, det_threshold):
+            yield names.claim(result)
+
+    def _predict(self, input: Any, det_threshold: Optional[float]) -> Iterator[KeypointResult]:
         sources = list(iter_sources(input))
         single = len(sources) == 1 and not isinstance(input, (list, tuple)) and not sources[0].is_from_folder
         batch_size = self.config.detector.batch_size
@@ -183,10 +187,11 @@ class KeypointPipeline:
             if isinstance(item, InputFailure):
                 if raise_errors:
                     raise item.error
-                log.warning("skipping input: %s", item.error)
-                yield KeypointResult.failed(item.input_path, str(item.error))
+                # Marked, so that a front end that reports failures itself (the CLI) can drop it.
+                log.warning("skipping input: %s", item.error, extra={"input_failure": True})
+                yield KeypointResult.failed(item.input_path, str(item.error), item.page_index)
                 continue
             rows, kpts = next(box_iter), next(kpt_iter)
-            result = KeypointResult.from_arrays(item.input_path, item.image, rows, kpts)
+            result = KeypointResult.from_arrays(item.input_path, item.image, rows, kpts, item.page_index)
             result.metadata.update(self.metadata, timings_s=timings, batch_images=len(frames))
             yield result

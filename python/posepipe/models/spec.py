@@ -17,6 +17,7 @@ semantics:
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ class ModelSpec:
     has_leaky_relu: bool
     # TensorRT shapes from the yml's `Hpi` block: input -> [min, opt, max] shapes.
     hpi_dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
+    # (h, w) of the `image` input as the program declares it; None when dynamic or not found.
+    input_hw: Optional[Tuple[int, int]] = None
 
     @property
     def kind(self) -> str:
@@ -137,12 +140,123 @@ def load_model_spec(model_dir, kind: Optional[str] = None) -> ModelSpec:
         has_interpolate=bool(_INTERP_OPS.search(code)),
         has_leaky_relu=bool(_LEAKY_RELU_OPS.search(code)),
         hpi_dynamic_shapes=_hpi_dynamic_shapes(cfg.get("Hpi")),
+        input_hw=_declared_input_hw(program, code),
     )
+    _check_input_size(spec)
     if kind is not None and spec.kind != kind:
         raise ModelError(
             f"{model_dir}: this is a {spec.kind} model ({spec.model_name}), but a {kind} model is needed here"
         )
     return spec
+
+
+def read_model_name(model_dir) -> Optional[str]:
+    """Global.model_name of the directory's inference.yml, or None when it
+    cannot be read (loading the directory then says why)."""
+    try:
+        cfg = _read_yml(Path(model_dir).expanduser() / "inference.yml")
+    except ModelError:
+        return None
+    name = cfg.get("Global", {}).get("model_name") if isinstance(cfg.get("Global"), dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _check_input_size(spec: ModelSpec) -> None:
+    """inference.yml's preprocessing must make images of the size the program
+    takes; otherwise the model fails deep inside its graph on every image."""
+    if spec.input_hw is None:
+        return
+    if spec.detector is not None:
+        made, step, key = spec.detector.target_hw, "Resize", "target_size"
+        noun = "images"
+    else:
+        made, step, key = spec.keypoint.input_wh[::-1], "TopDownEvalAffine", "trainsize"
+        noun = "crops"
+    if tuple(made) != spec.input_hw:
+        raise ModelError(
+            f"{spec.model_dir / 'inference.yml'}: {step} makes {made[0]}x{made[1]} (h x w) {noun}, but the model's "
+            f"program ({spec.program_path.name}) takes {spec.input_hw[0]}x{spec.input_hw[1]}; make {key} match the program"
+        )
+
+
+def _declared_input_hw(program: Path, code: bytes) -> Optional[Tuple[int, int]]:
+    """(h, w) of the `image` input as the program declares it ([N, C, H, W]),
+    when both are fixed. PIR programs (json) declare it on their `data` op;
+    legacy ones (a ProgramDesc protobuf) on the `image` variable."""
+    try:
+        dims = _pir_input_dims(code) if program.suffix == ".json" else _legacy_input_dims(code)
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        return None  # an unexpected layout: no check, the backend still reports what it finds
+    if dims is None or len(dims) != 4 or dims[2] <= 0 or dims[3] <= 0:
+        return None
+    return int(dims[2]), int(dims[3])
+
+
+def _pir_input_dims(code: bytes) -> Optional[List[int]]:
+    def ops(node):
+        if isinstance(node, dict):
+            if str(node.get("#", "")).endswith(".data"):
+                yield node
+            for value in node.values():
+                yield from ops(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from ops(value)
+
+    for op in ops(json.loads(code)):
+        attrs = {a.get("N"): a.get("AT", {}).get("D") for a in op.get("A", []) if isinstance(a, dict)}
+        if attrs.get("name") == "image":
+            return list(attrs["shape"])
+    return None
+
+
+def _legacy_input_dims(code: bytes) -> Optional[List[int]]:
+    """ProgramDesc.blocks[0].vars["image"].type.lod_tensor.tensor.dims, read
+    with a minimal protobuf walk (paddle's framework.proto field numbers)."""
+    block = next((v for f, v in _protobuf_fields(code) if f == 1), None)  # ProgramDesc.blocks
+    for field, var in _protobuf_fields(block or b""):
+        if field != 3:  # BlockDesc.vars
+            continue
+        var_fields = list(_protobuf_fields(var))
+        if (1, b"image") not in var_fields:  # VarDesc.name
+            continue
+        var_type = next(v for f, v in var_fields if f == 2)  # VarDesc.type
+        lod_tensor = next(v for f, v in _protobuf_fields(var_type) if f == 3)  # VarType.lod_tensor
+        tensor = next(v for f, v in _protobuf_fields(lod_tensor) if f == 1)  # LoDTensorDesc.tensor
+        dims = [v for f, v in _protobuf_fields(tensor) if f == 2]  # TensorDesc.dims (int64)
+        return [d - (1 << 64) if d >= 1 << 63 else d for d in dims]
+    return None
+
+
+def _protobuf_fields(buf: bytes):
+    """(field number, value) of a protobuf message: ints for varints, bytes for
+    length-delimited fields; fixed-width fields are skipped."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield field, value
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            yield field, buf[i : i + length]
+            i += length
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+
+
+def _varint(buf: bytes, i: int) -> Tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return value, i
+        shift += 7
 
 
 def _program_path(model_dir: Path) -> Path:

@@ -91,8 +91,9 @@ def _check_available(device: Device) -> Device:
 
 def _paddle() -> Optional[object]:
     """paddle, or None when it is not installed (a CPU-only run may use another backend)."""
+    from .paddle import import_paddle  # runtime/paddle.py imports this module
+
     try:
-        import paddle
+        return import_paddle()
     except ImportError:
         return None
-    return paddle

@@ -35,7 +35,9 @@ per call, plain kernels vs oneDNN, 2 threads (reproduce with
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import warnings
 from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
@@ -54,8 +56,21 @@ PLACEMENT_PASS = "onednn_placement_pass"
 LEAKY_RELU_WORKAROUND_PASS = "conv2d_bias_fuse_pass"
 
 
+def import_paddle():
+    """paddle (ImportError when not installed), imported without the warning
+    its import prints on every machine without ccache ("No ccache found":
+    about compiling C++ extensions, which posepipe never does). The filter is
+    in force only while paddle is first imported; other warnings pass."""
+    if "paddle" not in sys.modules:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+            import paddle  # noqa: F401
+    return sys.modules["paddle"]
+
+
 def import_paddle_inference():
     try:
+        import_paddle()
         import paddle.inference as paddle_inference
     except ImportError as e:
         raise BackendUnavailable(f"{INSTALL_HINT} ({e})") from e
