@@ -210,6 +210,29 @@ def test_save_path_must_be_a_folder(fake, photos, tmp_path, capsys, save_path):
     assert sorted(tmp_path.iterdir()) == before and fake.calls == []  # nothing created, nothing loaded
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_library_warnings_are_one_line_and_quiet_under_q(fake, photos, capsys, monkeypatch, quiet):
+    import warnings
+
+    predict = FakePipeline.predict
+
+    def warning_predict(self, input, det_threshold=None):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 10.", UserWarning)
+        yield from predict(self, input, det_threshold)
+
+    monkeypatch.setattr(FakePipeline, "predict", warning_predict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # this suite turns warnings into errors
+        assert cli.main(["--input", str(photos / "hrnet_demo.jpg")] + (["-q"] if quiet else [])) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "EXIF" in line]
+    if quiet:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("posepipe: warning: ") and lines[0].endswith(
+            "UserWarning: Corrupt EXIF data.  Expecting to read 12 bytes but only got 10."
+        )
+
+
 def test_empty_input_is_named(fake, capsys):
     assert cli.main(["--input", "", "-q"]) == 1
     assert capsys.readouterr().err == 'posepipe: error: "": empty input: give an image file, a folder or an http(s) URL\n'

@@ -268,6 +268,10 @@ def test_single_page_tiff_has_no_page_index(tmp_path, photo):
     Image.open(photo).save(path)
     [frame] = list(iter_frames(str(path)))
     assert frame.page_index is None and frame.input_path == str(path)
+    misnamed = tmp_path / "photo.tif"  # a JPEG under a TIFF suffix: read as what it is
+    misnamed.write_bytes(photo.read_bytes())
+    [frame] = list(iter_frames(str(misnamed)))
+    np.testing.assert_array_equal(frame.image, cv2.imread(str(photo)))
 
 
 def test_iter_frames_reports_failures_and_goes_on(tmp_path, photo):

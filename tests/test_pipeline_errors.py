@@ -185,22 +185,28 @@ def test_a_bad_tiff_page_fails_alone(pipeline, shared_dir, tmp_path):
 
 
 
-@pytest.mark.parametrize("rel", ["real/person_detector_nanodet", "legacy/person_detector_nanodet"])
-def test_detector_yml_size_that_the_graph_does_not_take(real_config, shared_dir, tmp_path, rel):
+def model_copy_with(shared_dir, tmp_path, rel: str, step: str, key: str, value):
+    """A writable copy of a shared model directory (never written in place),
+    its inference.yml's Preprocess `step` given `key: value`. Returns the yml."""
     import yaml
 
-    model = tmp_path / "det"
+    model = tmp_path / rel.replace("/", "_")
     shutil.copytree(shared_dir / "models" / rel, model, ignore=shutil.ignore_patterns("*.onnx"))
     model.chmod(0o755)
     yml = model / "inference.yml"
     yml.chmod(0o644)
     cfg = yaml.safe_load(yml.read_text())
-    resize = next(step for step in cfg["Preprocess"] if step["type"] == "Resize")
-    resize["target_size"] = [320, 320]
+    next(s for s in cfg["Preprocess"] if s["type"] == step)[key] = value
     yml.write_text(yaml.safe_dump(cfg))
+    return yml
+
+
+@pytest.mark.parametrize("rel", ["real/person_detector_nanodet", "legacy/person_detector_nanodet"])
+def test_detector_yml_size_that_the_graph_does_not_take(real_config, shared_dir, tmp_path, rel):
+    yml = model_copy_with(shared_dir, tmp_path, rel, "Resize", "target_size", [320, 320])
     program = "inference.json" if rel.startswith("real") else "inference.pdmodel"
     with pytest.raises(ModelError) as info:
-        posepipe.create_pipeline(config=with_submodule(real_config, "ObjectDetection", model_dir=str(model)), device="cpu")
+        posepipe.create_pipeline(config=with_submodule(real_config, "ObjectDetection", model_dir=str(yml.parent)), device="cpu")
     assert str(info.value) == (
         f"{yml}: Resize makes 320x320 (h x w) images, but the model's program ({program}) takes 416x416; "
         "make target_size match the program"
@@ -213,19 +219,9 @@ def test_img_size_that_the_graph_does_not_take(real_config):
 
 
 def test_keypoint_yml_size_that_the_graph_does_not_take(real_config, shared_dir, tmp_path):
-    import yaml
-
-    model = tmp_path / "kpt"
-    shutil.copytree(shared_dir / "models" / "real" / "keypoint_movenet_thunder", model, ignore=shutil.ignore_patterns("*.onnx"))
-    model.chmod(0o755)
-    yml = model / "inference.yml"
-    yml.chmod(0o644)
-    cfg = yaml.safe_load(yml.read_text())
-    affine = next(step for step in cfg["Preprocess"] if step["type"] == "TopDownEvalAffine")
-    affine["trainsize"] = [192, 256]
-    yml.write_text(yaml.safe_dump(cfg))
+    yml = model_copy_with(shared_dir, tmp_path, "real/keypoint_movenet_thunder", "TopDownEvalAffine", "trainsize", [192, 256])
     with pytest.raises(ModelError) as info:
-        posepipe.create_pipeline(config=with_submodule(real_config, "KeypointDetection", model_dir=str(model)), device="cpu")
+        posepipe.create_pipeline(config=with_submodule(real_config, "KeypointDetection", model_dir=str(yml.parent)), device="cpu")
     assert str(info.value) == (
         f"{yml}: TopDownEvalAffine makes 256x192 (h x w) crops, but the model's program (inference.json) takes 256x256; "
         "make trainsize match the program"

@@ -179,20 +179,26 @@ def _save_folder(text: Optional[str]) -> Optional[Path]:
 
 @contextlib.contextmanager
 def _logging(quiet: bool) -> Iterator[None]:
-    """posepipe's log lines as `posepipe: warning: ...` on stderr, errors only
-    with -q. Not passed on to the root logger, where Paddle installs its own
-    INFO handler. Failed inputs are left out: the CLI prints each once itself."""
-    logger, handler = logging.getLogger("posepipe"), _TqdmHandler()
+    """posepipe's log lines and the libraries' Python warnings as one
+    `posepipe: warning: ...` line each on stderr; errors only with -q. Not
+    passed on to the root logger, where Paddle installs its own INFO handler.
+    Failed inputs are left out: the CLI prints each once itself."""
+    handler = _TqdmHandler()
     handler.setLevel(logging.ERROR if quiet else logging.WARNING)
     handler.addFilter(lambda record: not getattr(record, "input_failure", False))
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    loggers = [logging.getLogger("posepipe"), logging.getLogger("py.warnings")]
+    propagate = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.captureWarnings(True)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        logging.captureWarnings(False)
+        for logger, before in zip(loggers, propagate):
+            logger.removeHandler(handler)
+            logger.propagate = before
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
@@ -251,7 +257,9 @@ class _TqdmHandler(logging.Handler):
     """posepipe's log lines on stderr, without breaking the progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        # A captured warning's text is "file:line: Category: message" and the source line below it.
+        message = record.getMessage().strip().splitlines()[0]
+        tqdm.write(f"{PROG}: {record.levelname.lower()}: {message}", file=sys.stderr)
 
 
 def _fail(message: str, code: int) -> int:

@@ -232,23 +232,26 @@ def _tiff_layout(r: _Reader, name: str) -> _TiffLayout:
 def _ifd(r: _Reader, layout: _TiffLayout, offset: int) -> Optional[Tuple[int, int]]:
     """(entry count, offset of the next IFD) of the IFD at `offset`, or None
     when it does not fit in the file."""
-    count_size, pointer = (8, "Q") if layout.big else (2, "H")
+    count_size, count_fmt = (8, "Q") if layout.big else (2, "H")
+    offset_size, offset_fmt = (8, "Q") if layout.big else (4, "I")
     raw = r.at(offset, count_size)
     if offset < 8 or len(raw) < count_size:
         return None
-    entries = struct.unpack(layout.endian + pointer, raw)[0]
-    end = offset + count_size + entries * layout.entry_size
-    next_raw = r.at(end, 8 if layout.big else 4)
-    if len(next_raw) < (8 if layout.big else 4):
+    entries = struct.unpack(layout.endian + count_fmt, raw)[0]
+    next_raw = r.at(offset + count_size + entries * layout.entry_size, offset_size)
+    if len(next_raw) < offset_size:
         return entries, 0
-    return entries, struct.unpack(layout.endian + ("Q" if layout.big else "I"), next_raw)[0]
+    return entries, struct.unpack(layout.endian + offset_fmt, next_raw)[0]
 
 
 def count_tiff_pages(f: BinaryIO, size: int, name: str) -> int:
     """Pages of the TIFF in `f`, from the chain of IFD offsets alone (a few
-    bytes per page). InputError above MAX_TIFF_PAGES; a chain that loops or
-    points past the end of the file ends there."""
+    bytes per page); 1 when `f` holds no TIFF (a JPEG named .tif, say).
+    InputError above MAX_TIFF_PAGES; a chain that loops or points past the
+    end of the file ends there."""
     r = _Reader(f, size)
+    if not r.at(0, 4).startswith(_TIFF_MAGIC):
+        return 1
     layout = _tiff_layout(r, name)
     offset, seen = layout.first_ifd, set()
     while offset and offset not in seen:
@@ -403,13 +406,11 @@ def _sun(r: _Reader, name: str, page: int) -> Header:
     return Header("SUN", width, height)
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 _PARSERS = (
     (b"\xff\xd8\xff", _jpeg),
     (b"\x89PNG\r\n\x1a\n", _png),
-    (b"II*\x00", _tiff),
-    (b"MM\x00*", _tiff),
-    (b"II+\x00", _tiff),
-    (b"MM\x00+", _tiff),
+    *((magic, _tiff) for magic in _TIFF_MAGIC),
     (b"BM", _bmp),
     (b"RIFF", _webp),
     (b"\x59\xa6\x6a\x95", _sun),
