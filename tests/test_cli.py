@@ -22,6 +22,8 @@ from posepipe.errors import DeviceError, ModelError
 from posepipe.io import Frame, iter_frames
 from posepipe.result import KeypointResult, SaveNames
 
+from conftest import break_tiff_page, load_image
+
 
 class FakePipeline:
     """Reads inputs with posepipe.io like the real one; finds one 'person' per image."""
@@ -233,6 +235,21 @@ def test_library_warnings_are_one_line_and_quiet_under_q(fake, photos, capsys, m
         )
 
 
+def test_tiff_with_a_malformed_second_page_does_not_stop_a_folder_run(fake, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    image = load_image(photos / "hrnet_demo.jpg")
+    image.save(folder / "scan.tif", save_all=True, append_images=[image, image])
+    break_tiff_page(folder / "scan.tif", 1)
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(folder), "--save_path", str(out), "-q", "--no_img"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "posepipe: error: 1 of 4 inputs failed"
+    assert lines[0].startswith(f"posepipe: error: {folder / 'scan.tif'} (page 1): cannot decode the TIFF image: ")
+    assert sorted(p.name for p in out.iterdir()) == ["a_res.json", "scan_0_res.json", "scan_2_res.json"]
+
+
 def test_empty_input_is_named(fake, capsys):
     assert cli.main(["--input", "", "-q"]) == 1
     assert capsys.readouterr().err == 'posepipe: error: "": empty input: give an image file, a folder or an http(s) URL\n'
@@ -383,7 +400,7 @@ def test_model_dirs_without_a_yaml_do_not_warn_about_names(shared_dir, photos, c
 def test_multi_page_tiff_saves_a_result_per_page(real_yaml, photos, tmp_path, capsys):
     from PIL import Image
 
-    image = Image.open(photos / "hrnet_demo.jpg")
+    image = load_image(photos / "hrnet_demo.jpg")
     tiff = tmp_path / "in" / "scan.tif"
     tiff.parent.mkdir()
     image.save(tiff, save_all=True, append_images=[image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image])

@@ -22,6 +22,8 @@ import posepipe.io
 from posepipe.errors import InputError
 from posepipe.io import Frame, InputFailure, InputLimits, Source, iter_frames, iter_sources, read_frame
 
+from conftest import load_image
+
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +267,7 @@ def test_multi_page_tiff_gives_one_frame_per_page(tmp_path, photo):
 
 def test_single_page_tiff_has_no_page_index(tmp_path, photo):
     path = tmp_path / "one.tif"
-    Image.open(photo).save(path)
+    load_image(photo).save(path)
     [frame] = list(iter_frames(str(path)))
     assert frame.page_index is None and frame.input_path == str(path)
     misnamed = tmp_path / "photo.tif"  # a JPEG under a TIFF suffix: read as what it is

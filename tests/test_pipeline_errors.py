@@ -11,6 +11,8 @@ import pytest
 import posepipe
 from posepipe import ConfigError, DeviceError, InputError, ModelError
 
+from conftest import break_tiff_page, load_image
+
 
 @pytest.fixture(scope="module")
 def pipeline(real_config):
@@ -142,7 +144,7 @@ def test_names_and_pages_through_the_api(pipeline, shared_dir, tmp_path):
     (folder / "b").mkdir()
     for rel in ["a/x.jpg", "b/x.jpg"]:
         (folder / rel).write_bytes(photo.read_bytes())
-    image = Image.open(photo)
+    image = load_image(photo)
     image.save(folder / "img.bmp")
     image.save(folder / "img.webp", lossless=True)
     image.save(folder / "pages.tif", save_all=True, append_images=[image, image])
@@ -162,21 +164,10 @@ def test_names_and_pages_through_the_api(pipeline, shared_dir, tmp_path):
 
 
 def test_a_bad_tiff_page_fails_alone(pipeline, shared_dir, tmp_path):
-    import struct
-
-    from PIL import Image
-
-    image = Image.open(shared_dir / "photos" / "hrnet_demo.jpg")
+    image = load_image(shared_dir / "photos" / "hrnet_demo.jpg")
     path = tmp_path / "scan.tif"
     image.save(path, save_all=True, append_images=[image, image])
-    data = bytearray(path.read_bytes())
-    first = struct.unpack_from("<I", data, 4)[0]
-    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
-    tags = struct.unpack_from("<H", data, second)[0]
-    for i in range(tags):  # page 1: an unknown compression
-        if struct.unpack_from("<H", data, second + 2 + 12 * i)[0] == 259:
-            struct.pack_into("<H", data, second + 2 + 12 * i + 8, 12345)
-    path.write_bytes(bytes(data))
+    break_tiff_page(path, 1)
     results = list(pipeline.predict(str(path)))
     assert [r.error is None for r in results] == [True, False, True]
     assert results[1]["page_index"] == 1 and results[1].error.startswith(f"{path} (page 1): ")
