@@ -47,8 +47,12 @@ class KeypointPipeline:
         )
         malloc_tuned = tune_glibc_malloc() if options.tune_malloc else False
         det_cfg, kpt_cfg = config.detector, config.keypoints
-        det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector")
-        kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint")
+        det_spec = load_model_spec(
+            resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector", model_name=det_cfg.model_name
+        )
+        kpt_spec = load_model_spec(
+            resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint", model_name=kpt_cfg.model_name
+        )
         for cfg, spec in ((det_cfg, det_spec), (kpt_cfg, kpt_spec)):
             # PaddleX refuses such a directory; we run it, since what a model
             # computes comes from its own inference.yml, but say so.
@@ -110,9 +114,7 @@ class KeypointPipeline:
         """One result per image, in input order. A single bad input raises
         InputError; in a list or folder, a bad input yields a result carrying
         `error` and the others still run."""
-        if det_threshold is not None:
-            if isinstance(det_threshold, bool) or not isinstance(det_threshold, (int, float)):
-                raise ValueError(f"det_threshold must be a number, got {det_threshold!r}")
+        _check_threshold(det_threshold)
         sources = list(iter_sources(input))
         single = len(sources) == 1 and not isinstance(input, (list, tuple)) and not sources[0].is_from_folder
         batch_size = self.config.detector.batch_size
@@ -151,6 +153,23 @@ class KeypointPipeline:
         images = [f.image for f in frames]
         keypoints, timings = self._estimate(images, per_frame_rows)
         return [self._result(f, rows, kpts, timings, len(frames)) for f, rows, kpts in zip(frames, per_frame_rows, keypoints)]
+
+    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        """The detector stage alone: per frame a float32 [M,5] array (x1, y1,
+        x2, y2, score) of the persons scoring above det_threshold (None: the
+        pipeline's, `det_threshold` below), clipped to the image, in the
+        detector's order. predict() == predict_on_boxes(frames, predict_boxes(frames))."""
+        _check_threshold(det_threshold)
+        if not frames:
+            return []
+        per_frame_rows, _ = self._detect([f.image for f in frames], det_threshold)
+        return [rows[:, [2, 3, 4, 5, 1]] for rows in per_frame_rows]
+
+    @property
+    def det_threshold(self) -> float:
+        """The detector score threshold predict() uses when it is given none:
+        the config's `threshold`, else the model's `draw_threshold`."""
+        return self.detector.threshold
 
     def _run_batch(
         self, items: List[Union[Frame, InputFailure]], det_threshold: Optional[float], raise_errors: bool
@@ -211,6 +230,11 @@ class KeypointPipeline:
         result = KeypointResult.from_arrays(frame.input_path, frame.image, rows, kpts)
         result.metadata.update(self.metadata, timings_s=timings, batch_images=batch_images)
         return result
+
+
+def _check_threshold(det_threshold: Optional[float]) -> None:
+    if det_threshold is not None and (isinstance(det_threshold, bool) or not isinstance(det_threshold, (int, float))):
+        raise ValueError(f"det_threshold must be a number, got {det_threshold!r}")
 
 
 def _rows_from_boxes(boxes: np.ndarray, index: int) -> np.ndarray:
