@@ -4,6 +4,7 @@ users need, one-line errors and meaningful exit codes.
     posepipe --pipeline human_keypoint_detection|my.yaml --input PATH|URL|FOLDER [...]
     posepipe --get_pipeline_config human_keypoint_detection [--save_path DIR]
     posepipe serve ...                      (the HTTP server, posepipe.serving.cli)
+    posepipe eval / check-dataset ...       (accuracy on a COCO dataset, posepipe.evaluation.cli)
 
 Exit codes: 0 all inputs done; 1 a runtime failure (bad model dir, device,
 config, or some inputs failed: the good ones are still saved); 2 bad arguments."""
@@ -44,6 +45,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         return _serve(argv[1:])
+    if argv and argv[0] in ("eval", "check-dataset"):
+        from .evaluation.cli import main as evaluation_main
+
+        return evaluation_main(argv)
     if "--serve" in argv:  # PaddleX spells it as a flag
         return _serve([a for a in argv if a != "--serve"])
     parser = _build_parser()
