@@ -22,6 +22,7 @@ from posepipe.errors import ConfigError, DatasetError
 from posepipe.evaluation import EvalSettings, evaluate
 from posepipe.evaluation.dataset import locate
 from posepipe.evaluation.modes import keypoint_results, person_score
+from posepipe.io import iter_frames
 
 STATS = {
     "keypoints": ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"],
@@ -110,6 +111,20 @@ def test_end_to_end_is_what_predict_gives(evaluated, pipeline, coco_mini):
     report, _ = evaluated
     assert report.e2e_threshold == pipeline.det_threshold == 0.5
     _assert_same_persons(report.results["keypoints"], _predict_results(pipeline, coco_mini))
+
+
+def test_predict_boxes_is_predicts_detector_stage(pipeline, coco_mini):
+    paths = sorted(str(p) for p in (coco_mini / "images").iterdir())
+    frames = [next(iter_frames(p)) for p in paths]
+    boxes = pipeline.predict_boxes(frames)
+    for b, result in zip(boxes, pipeline.predict(paths)):
+        assert b.dtype == np.float32 and b.shape == (len(result["boxes"]), 5)
+        np.testing.assert_array_equal(b[:, :4], [p["coordinate"] for p in result["boxes"]])
+        np.testing.assert_array_equal(b[:, 4], np.float32([p["det_score"] for p in result["boxes"]]))
+    assert sum(len(b) for b in pipeline.predict_boxes(frames, det_threshold=0.0)) == 400
+    assert pipeline.predict_boxes([]) == []
+    with pytest.raises(ValueError, match="det_threshold must be a number"):
+        pipeline.predict_boxes(frames, det_threshold="high")
 
 
 def test_det_threshold_sets_the_end_to_end_threshold(pipeline, coco_mini):

@@ -76,7 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Fast human keypoint detection, a drop-in for PaddleX's human_keypoint_detection pipeline.",
-        epilog="`posepipe serve --help` for the HTTP server.",
+        epilog="`posepipe serve --help` for the HTTP server; `posepipe eval --help` and `posepipe check-dataset --help` "
+        "to measure accuracy on a COCO keypoint dataset.",
         allow_abbrev=False,
     )
     pdx = parser.add_argument_group("PaddleX options")

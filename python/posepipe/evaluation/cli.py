@@ -39,7 +39,7 @@ def main(argv: Sequence[str]) -> int:
 
 def _eval_parser(prog: str) -> argparse.ArgumentParser:
     p = _Parser(
-        prog=prog,
+        prog,
         description="COCO keypoint AP/AR of a pipeline on a COCO person-keypoints dataset: end to end, the keypoint "
         "model on ground-truth boxes, and the detector's person boxes, to tell which module to fine-tune.",
         allow_abbrev=False,
@@ -58,12 +58,11 @@ def _eval_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _check_parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(
-        prog=prog,
-        description="Check a COCO person-keypoints dataset before training or evaluating on it: prints its counts "
-        "and every problem with its file and id; exit code 1 when it cannot be used.",
-        allow_abbrev=False,
+    about = (
+        "Check a COCO person-keypoints dataset before training or evaluating on it: prints its counts "
+        "and every problem with its file and id; exit code 1 when it cannot be used."
     )
+    p = _Parser(prog, description=about, allow_abbrev=False)
     p.add_argument("dataset", metavar="DIR", help="the dataset folder (COCO or PaddleX keypoint layout)")
     p.add_argument("--annotations", metavar="FILE", help="the annotation file, when the folder has several")
     p.add_argument("--headers_only", action="store_true", help="read only the image headers (faster; truncated files go unnoticed)")
