@@ -107,7 +107,7 @@ class EvalReport:
             out.append(f"left out (unreadable): {name}: {why}")
         if self.dataset_warnings:
             out.append(f"{self.dataset_warnings} dataset warning(s): `posepipe check-dataset {self.files.root}` lists them")
-        n = sum(1 for _ in self.images)
+        n = len(self.images)
         rate = n / self.pipeline_seconds if self.pipeline_seconds > 0 else float("inf")
         out.append(
             f"{n} images in {self.pipeline_seconds:.2f} s ({rate:.1f} images/s), evaluator {self.evaluator_seconds:.2f} s"
