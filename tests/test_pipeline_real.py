@@ -138,3 +138,34 @@ def test_flip_and_udp_change_the_result_but_stay_on_the_person(real_config, real
     moved = np.linalg.norm(res["boxes"][0]["keypoints"][:, :2] - base[:, :2], axis=1)
     assert moved.max() > 0.01  # the options are really applied
     assert np.median(moved) < 10.0  # and the joints stay where they were
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_keypoints_on_paddlex_boxes_match_paddlex(real_pipeline, shared_dir, name):
+    """The keypoint stage alone (predict_on_boxes), fed PaddleX's own boxes,
+    gives PaddleX's keypoints for them."""
+    from posepipe.io import Frame, read_frame, iter_sources
+
+    reference = json.loads((shared_dir / "reference" / "paddlex_real_models.json").read_text())[name]
+    frame = read_frame(next(iter_sources(str(shared_dir / "photos" / name))))
+    boxes = np.array([p["coordinate"] + [p["det_score"]] for p in reference], np.float32)
+    (result,) = real_pipeline.predict_on_boxes([frame], [boxes])
+    assert isinstance(frame, Frame) and len(result["boxes"]) == len(reference)
+    for ours, theirs in zip(result["boxes"], reference):
+        np.testing.assert_allclose(ours["coordinate"], theirs["coordinate"], atol=1e-3)
+        assert ours["det_score"] == pytest.approx(theirs["det_score"], abs=1e-6)
+        kpts, ref = np.asarray(ours["keypoints"]), np.asarray(theirs["keypoints"])
+        assert np.abs(kpts[:, :2] - ref[:, :2]).max() <= 1.0
+        assert np.abs(kpts[:, 2] - ref[:, 2]).max() <= 1e-2
+
+
+def test_predict_on_boxes_refuses_malformed_boxes(real_pipeline):
+    from posepipe.io import Frame
+
+    frame = Frame(np.zeros((64, 64, 3), np.uint8), None)
+    with pytest.raises(ValueError, match="frames but"):
+        real_pipeline.predict_on_boxes([frame], [])
+    with pytest.raises(ValueError, match=r"boxes\[0\]: expected a finite \[M,4\] or \[M,5\]"):
+        real_pipeline.predict_on_boxes([frame], [np.zeros((2, 3))])
+    (empty,) = real_pipeline.predict_on_boxes([frame], [np.zeros((0, 4))])
+    assert empty["boxes"] == []

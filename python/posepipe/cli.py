@@ -4,6 +4,7 @@ users need, one-line errors and meaningful exit codes.
     posepipe --pipeline human_keypoint_detection|my.yaml --input PATH|URL|FOLDER [...]
     posepipe --get_pipeline_config human_keypoint_detection [--save_path DIR]
     posepipe serve ...                      (the HTTP server, posepipe.serving.cli)
+    posepipe eval / check-dataset ...       (accuracy on a COCO dataset, posepipe.evaluation.cli)
 
 Exit codes: 0 all inputs done; 1 a runtime failure (a model that cannot be
 loaded or run, or some inputs failed: the good ones are still saved); 2 bad
@@ -47,6 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         return _serve(argv[1:])
+    if argv and argv[0] in ("eval", "check-dataset"):
+        from .evaluation.cli import main as evaluation_main
+
+        return evaluation_main(argv)
     if "--serve" in argv:  # PaddleX spells it as a flag
         return _serve([a for a in argv if a != "--serve"])
     parser = _build_parser()
@@ -74,7 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Fast human keypoint detection, a drop-in for PaddleX's human_keypoint_detection pipeline.",
-        epilog="`posepipe serve --help` for the HTTP server.",
+        epilog="`posepipe serve --help` for the HTTP server; `posepipe eval --help` and `posepipe check-dataset --help` "
+        "to measure accuracy on a COCO keypoint dataset.",
         allow_abbrev=False,
     )
     pdx = parser.add_argument_group("PaddleX options")

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,8 +47,12 @@ class KeypointPipeline:
         )
         malloc_tuned = tune_glibc_malloc() if options.tune_malloc else False
         det_cfg, kpt_cfg = config.detector, config.keypoints
-        det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector")
-        kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint")
+        det_spec = load_model_spec(
+            resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector", model_name=det_cfg.model_name
+        )
+        kpt_spec = load_model_spec(
+            resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint", model_name=kpt_cfg.model_name
+        )
         for cfg, spec in ((det_cfg, det_spec), (kpt_cfg, kpt_spec)):
             # PaddleX refuses such a directory; we run it, since what a model
             # computes comes from its own inference.yml, but say so.
@@ -145,44 +149,47 @@ class KeypointPipeline:
         """Already-decoded frames in, results out (the HTTP server's batching path)."""
         return list(self._run_batch(list(frames), det_threshold, raise_errors=False))
 
+    def predict_on_boxes(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[KeypointResult]:
+        """The keypoint stage alone, on given person boxes instead of the
+        detector's: per frame an [M,4] (x1, y1, x2, y2) or [M,5] (with a score,
+        else 1.0) array in image pixels. Results as predict's, in box order."""
+        if len(frames) != len(boxes):
+            raise ValueError(f"predict_on_boxes: {len(frames)} frames but {len(boxes)} box arrays")
+        per_frame_rows = [_rows_from_boxes(b, i) for i, b in enumerate(boxes)]
+        images = [f.image for f in frames]
+        keypoints, timings = self._estimate(images, per_frame_rows)
+        return [self._result(f, rows, kpts, timings, len(frames)) for f, rows, kpts in zip(frames, per_frame_rows, keypoints)]
+
+    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        """The detector stage alone: per frame a float32 [M,5] array (x1, y1,
+        x2, y2, score) of the persons scoring above det_threshold (None: the
+        pipeline's, `det_threshold` below), clipped to the image, in the
+        detector's order. predict() == predict_on_boxes(frames, predict_boxes(frames))."""
+        det_threshold = check_threshold(det_threshold, "det_threshold")
+        if not frames:
+            return []
+        per_frame_rows, _ = self._detect([f.image for f in frames], det_threshold)
+        return [rows[:, [2, 3, 4, 5, 1]] for rows in per_frame_rows]
+
+    @property
+    def det_threshold(self) -> float:
+        """The detector score threshold predict() uses when it is given none:
+        the config's `threshold`, else the model's `draw_threshold`."""
+        return self.detector.threshold
+
     def _run_batch(
         self, items: List[Union[Frame, InputFailure]], det_threshold: Optional[float], raise_errors: bool
     ) -> Iterator[KeypointResult]:
         frames = [it for it in items if isinstance(it, Frame)]
         timings: Dict[str, float] = {}
-        per_frame_boxes: List[np.ndarray] = []
-        keypoints = np.zeros((0, 17, 3), np.float32)
+        per_frame_rows: List[np.ndarray] = []
+        per_frame_kpts: List[np.ndarray] = []
         if frames:
             images = [f.image for f in frames]
-            t0 = time.perf_counter()
-            feeds = self.detector.preprocess(images)
-            t1 = time.perf_counter()
-            outputs = self.detector.infer(feeds)
-            t2 = time.perf_counter()
-            per_frame_boxes = self.detector.postprocess(outputs, [im.shape[:2] for im in images], det_threshold)
-            counts = [len(b) for b in per_frame_boxes]
-            boxes = np.concatenate(per_frame_boxes, axis=0) if per_frame_boxes else np.zeros((0, 6), np.float32)
-            image_index = np.repeat(np.arange(len(frames), dtype=np.int32), counts)
-            t3 = time.perf_counter()
-            if len(boxes):
-                crops, centers, scales = self.keypoints.crops(images, image_index, boxes[:, 2:6])
-                t4 = time.perf_counter()
-                heatmaps = self.keypoints.heatmaps(crops)
-                t5 = time.perf_counter()
-                keypoints = self.keypoints.decode(heatmaps, centers, scales)
-                t6 = time.perf_counter()
-            else:
-                t4 = t5 = t6 = t3
-            timings = {
-                "det_preprocess": t1 - t0,
-                "det_infer": t2 - t1,
-                "det_postprocess": t3 - t2,
-                "crops": t4 - t3,
-                "kpt_infer": t5 - t4,
-                "kpt_decode": t6 - t5,
-            }
-        kpt_iter = iter(np.split(keypoints, np.cumsum([len(b) for b in per_frame_boxes])[:-1]) if frames else [])
-        box_iter = iter(per_frame_boxes)
+            per_frame_rows, timings = self._detect(images, det_threshold)
+            per_frame_kpts, kpt_timings = self._estimate(images, per_frame_rows)
+            timings.update(kpt_timings)
+        found = iter(zip(per_frame_rows, per_frame_kpts))
         for item in items:
             if isinstance(item, InputFailure):
                 if raise_errors:
@@ -191,7 +198,53 @@ class KeypointPipeline:
                 log.warning("skipping input: %s", item.error, extra={"input_failure": True})
                 yield KeypointResult.failed(item.input_path, str(item.error), item.page_index)
                 continue
-            rows, kpts = next(box_iter), next(kpt_iter)
-            result = KeypointResult.from_arrays(item.input_path, item.image, rows, kpts, item.page_index)
-            result.metadata.update(self.metadata, timings_s=timings, batch_images=len(frames))
-            yield result
+            rows, kpts = next(found)
+            yield self._result(item, rows, kpts, timings, len(frames))
+
+    def _detect(self, images: List[np.ndarray], det_threshold: Optional[float]) -> Tuple[List[np.ndarray], Dict[str, float]]:
+        """Per image: the detector's [M,6] rows (class, score, x1, y1, x2, y2)."""
+        t0 = time.perf_counter()
+        feeds = self.detector.preprocess(images)
+        t1 = time.perf_counter()
+        outputs = self.detector.infer(feeds)
+        t2 = time.perf_counter()
+        per_frame_rows = self.detector.postprocess(outputs, [im.shape[:2] for im in images], det_threshold)
+        t3 = time.perf_counter()
+        return per_frame_rows, {"det_preprocess": t1 - t0, "det_infer": t2 - t1, "det_postprocess": t3 - t2}
+
+    def _estimate(
+        self, images: List[np.ndarray], per_frame_rows: List[np.ndarray]
+    ) -> Tuple[List[np.ndarray], Dict[str, float]]:
+        """Per image: [M,17,3] keypoints for its rows, all persons of all images in one batched pass."""
+        counts = [len(r) for r in per_frame_rows]
+        keypoints = np.zeros((0, 17, 3), np.float32)
+        t3 = t4 = t5 = t6 = time.perf_counter()
+        if sum(counts):
+            boxes = np.concatenate(per_frame_rows, axis=0)
+            image_index = np.repeat(np.arange(len(images), dtype=np.int32), counts)
+            crops, centers, scales = self.keypoints.crops(images, image_index, boxes[:, 2:6])
+            t4 = time.perf_counter()
+            heatmaps = self.keypoints.heatmaps(crops)
+            t5 = time.perf_counter()
+            keypoints = self.keypoints.decode(heatmaps, centers, scales)
+            t6 = time.perf_counter()
+        per_frame = np.split(keypoints, np.cumsum(counts)[:-1]) if counts else []
+        return per_frame, {"crops": t4 - t3, "kpt_infer": t5 - t4, "kpt_decode": t6 - t5}
+
+    def _result(
+        self, frame: Frame, rows: np.ndarray, kpts: np.ndarray, timings: Dict[str, float], batch_images: int
+    ) -> KeypointResult:
+        result = KeypointResult.from_arrays(frame.input_path, frame.image, rows, kpts, frame.page_index)
+        result.metadata.update(self.metadata, timings_s=timings, batch_images=batch_images)
+        return result
+
+
+def _rows_from_boxes(boxes: np.ndarray, index: int) -> np.ndarray:
+    """[M,4] or [M,5] boxes -> the detector's [M,6] row layout (class 0)."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.size == 0:
+        return np.zeros((0, 6), np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or not np.isfinite(boxes).all():
+        raise ValueError(f"boxes[{index}]: expected a finite [M,4] or [M,5] array, got shape {boxes.shape}")
+    scores = boxes[:, 4] if boxes.shape[1] == 5 else np.ones(len(boxes), np.float32)
+    return np.concatenate([np.zeros((len(boxes), 1), np.float32), scores[:, None], boxes[:, :4]], axis=1)
