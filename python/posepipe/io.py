@@ -18,9 +18,6 @@ import io
 import itertools
 import os
 import stat
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Union
 
@@ -29,6 +26,7 @@ import numpy as np
 from PIL import TiffImagePlugin
 
 from . import probe
+from .download import DownloadError, DownloadPolicy, fetch_bytes
 from .errors import InputError
 
 # PaddleX's ImageBatchSampler.IMG_SUFFIX: what a folder is searched for.
@@ -290,35 +288,10 @@ def _decode_tiff(data: bytes, name: str) -> np.ndarray:
 def _download(url: str, limits: InputLimits) -> bytes:
     from . import __version__
 
-    request = urllib.request.Request(url, headers={"User-Agent": f"posepipe/{__version__}"})
-    deadline = time.monotonic() + limits.url_timeout
+    policy = DownloadPolicy(
+        timeout_s=limits.url_timeout, max_bytes=limits.max_bytes, user_agent=f"posepipe/{__version__}"
+    )
     try:
-        with urllib.request.urlopen(request, timeout=limits.url_timeout) as response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > limits.max_bytes:
-                raise InputError(url, f"download is too large: {int(length)} bytes, the limit is {limits.max_bytes}")
-            chunks, total = [], 0
-            while True:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limits.max_bytes:
-                    raise InputError(url, f"download is too large: over the limit of {limits.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise InputError(url, f"download timed out after {limits.url_timeout:g} s")
-                chunks.append(chunk)
-    except InputError:
-        raise
-    except urllib.error.HTTPError as e:
-        e.close()  # it holds the open response; unclosed, its socket leaks until collected
-        raise InputError(url, f"HTTP error {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            raise InputError(url, f"download timed out after {limits.url_timeout:g} s") from None
-        raise InputError(url, f"cannot reach the URL ({e.reason})") from None
-    except TimeoutError:
-        raise InputError(url, f"download timed out after {limits.url_timeout:g} s") from None
-    except (OSError, ValueError) as e:  # connection reset, malformed URL, bad HTTP response
-        raise InputError(url, f"download failed ({e})") from None
-    return b"".join(chunks)
+        return fetch_bytes(url, policy)
+    except DownloadError as e:
+        raise InputError(url, e.problem) from None
