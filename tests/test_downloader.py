@@ -260,3 +260,29 @@ def test_environment_proxies_are_used_unless_the_guard_is_on(host, monkeypatch):
     assert handler.seen == [f"GET {target} HTTP/1.1"]
     # With the guard on, the proxy is not used (it would resolve names past the check).
     assert failure(target, DownloadPolicy(allow_private=False)).kind == "refused"
+
+
+def test_every_redirect_hop_is_checked(host, monkeypatch):
+    # Pretend 127.0.0.1 is public and 127.0.0.2 is not: a redirect from the
+    # first to the second must be refused at the second hop.
+    import posepipe.download
+
+    url, _ = host
+    port = url.rsplit(":", 1)[1]
+    real = posepipe.download.refused_address
+    monkeypatch.setattr(posepipe.download, "refused_address", lambda a: None if a == "127.0.0.1" else real(a))
+    guarded = DownloadPolicy(allow_private=False)
+    assert fetch_bytes(f"{url}/body", guarded) == BODY  # the first hop alone is allowed
+
+    class Hop(_Handler):
+        def _respond(self) -> None:
+            self._send(302, headers={"Location": f"http://127.0.0.2:{port}/body"})
+
+    hop = _QuietServer(("127.0.0.1", 0), Hop)
+    threading.Thread(target=hop.serve_forever, daemon=True).start()
+    try:
+        error = failure(f"http://127.0.0.1:{hop.server_address[1]}/start", guarded)
+        assert error.kind == "refused" and "127.0.0.2" in error.problem  # the URL's own host, an IP literal
+    finally:
+        hop.shutdown()
+        hop.server_close()

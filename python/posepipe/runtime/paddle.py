@@ -35,9 +35,7 @@ per call, plain kernels vs oneDNN, 2 threads (reproduce with
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-import warnings
 from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
@@ -45,6 +43,7 @@ import numpy as np
 from ..errors import ConfigError, ModelError
 from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
+from .paddle_import import import_paddle
 
 log = logging.getLogger("posepipe")
 
@@ -54,18 +53,6 @@ INSTALL_HINT = (
 )
 PLACEMENT_PASS = "onednn_placement_pass"
 LEAKY_RELU_WORKAROUND_PASS = "conv2d_bias_fuse_pass"
-
-
-def import_paddle():
-    """paddle (ImportError when not installed), imported without the warning
-    its import prints on every machine without ccache ("No ccache found":
-    about compiling C++ extensions, which posepipe never does). The filter is
-    in force only while paddle is first imported; other warnings pass."""
-    if "paddle" not in sys.modules:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-            import paddle  # noqa: F401
-    return sys.modules["paddle"]
 
 
 def import_paddle_inference():

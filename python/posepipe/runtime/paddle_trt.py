@@ -32,7 +32,8 @@ from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import model_key, posepipe_home
 from .onnxruntime import trt_batch_profile
-from .paddle import ZeroCopyRunner, import_paddle, import_paddle_inference
+from .paddle import ZeroCopyRunner, import_paddle_inference
+from .paddle_import import import_paddle
 
 log = logging.getLogger("posepipe")
 

@@ -48,7 +48,7 @@ from ..models.spec import KEYPOINT, ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import SHIPPED_NAME, file_digest, model_key, posepipe_home
-from .paddle import import_paddle
+from .paddle_import import import_paddle
 from .parity import TOLERANCES, ParityReport, compare, summarize
 
 log = logging.getLogger("posepipe")

@@ -1,7 +1,8 @@
 """A stand-in pipeline for testing HTTP clients and the server itself without
-models: `FakePipeline` has the real pipeline's `predict_frames` and returns
-results shaped like `KeypointResult` (`boxes`, `.img["res"]`), computed
-deterministically from the pixels, after a configurable "inference" delay.
+models: `FakePipeline` has the real pipeline's stage methods (`detect_frames`,
+`estimate_keypoints`, `build_result`, `warmup`) and returns results shaped
+like `KeypointResult` (`boxes`, `.img["res"]`), computed deterministically
+from the pixels, after configurable "inference" delays.
 
     from posepipe.serving import serve, ServingSettings
     from posepipe.serving.testing import FakePipeline
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -34,8 +36,11 @@ class FakeResult(dict):
 class FakePipeline:
     """One "person" per image whose box spans the image, with det_score the
     mean brightness (0..1) and 17 keypoints placed from the column means; an
-    image darker than det_threshold has no person. Each call sleeps
-    `batch_delay_ms + image_delay_ms * len(frames)`."""
+    image darker than det_threshold has no person. With det_threshold 0, as
+    a detector finds noise everywhere, an image has `noise_persons` persons
+    (when set) scoring from 0.99 down to 0.01. Detection sleeps `batch_delay_ms +
+    image_delay_ms` per image, keypoints `person_delay_ms` per person;
+    `warmup` sleeps `first_call_delay_ms` and warns `warning`, if given."""
 
     def __init__(
         self,
@@ -43,45 +48,81 @@ class FakePipeline:
         image_delay_ms: float = 0.0,
         fail_widths: Sequence[int] = (),
         first_call_delay_ms: float = 0.0,
+        person_delay_ms: float = 0.0,
+        noise_persons: int = 0,
+        warning: str = "",
     ):
         self.first_call_delay_s = first_call_delay_ms / 1000.0
         self.batch_delay_s = batch_delay_ms / 1000.0
         self.image_delay_s = image_delay_ms / 1000.0
+        self.person_delay_s = person_delay_ms / 1000.0
+        self.noise_persons = noise_persons
+        self.warning = warning
         # Images of these widths raise (to test how a failing batch is isolated).
         self.fail_widths = set(fail_widths)
         self.batch_sizes: List[int] = []
         self._busy = threading.Lock()
 
-    def predict_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[FakeResult]:
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
-        try:
-            delay = self.batch_delay_s + self.image_delay_s * len(frames)
-            if not self.batch_sizes:
-                delay += self.first_call_delay_s
-            self.batch_sizes.append(len(frames))
-            if delay:
-                time.sleep(delay)
-            return [self._one(frame.image, frame.input_path, det_threshold) for frame in frames]
-        finally:
-            self._busy.release()
+    def warmup(self) -> None:
+        if self.warning:
+            warnings.warn(self.warning, UserWarning)
+        time.sleep(self.first_call_delay_s)
 
-    def _one(self, image: np.ndarray, input_path: Optional[str], det_threshold: Optional[float]) -> FakeResult:
+    def detect_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        with self._serial():
+            self.batch_sizes.append(len(frames))
+            time.sleep(self.batch_delay_s + self.image_delay_s * len(frames))
+            return [self._rows(frame.image, det_threshold) for frame in frames]
+
+    def estimate_keypoints(self, frames: Sequence[Any], per_frame_rows: Sequence[np.ndarray]) -> List[np.ndarray]:
+        with self._serial():
+            time.sleep(self.person_delay_s * sum(len(rows) for rows in per_frame_rows))
+            return [self._keypoints(frame.image, rows) for frame, rows in zip(frames, per_frame_rows)]
+
+    def build_result(self, frame: Any, rows: np.ndarray, keypoints: np.ndarray) -> FakeResult:
+        boxes = [
+            {"coordinate": [float(v) for v in row[2:6]], "det_score": float(row[1]), "keypoints": kpts,
+             "kpt_score": float(kpts[:, 2].mean())}
+            for row, kpts in zip(rows, keypoints)
+        ]
+        return FakeResult(input_path=frame.input_path, input_img=frame.image, boxes=boxes)
+
+    def _serial(self):
+        pipeline = self
+
+        class Guard:
+            def __enter__(self):
+                if not pipeline._busy.acquire(blocking=False):
+                    raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
+
+            def __exit__(self, *exc):
+                pipeline._busy.release()
+
+        return Guard()
+
+    def _rows(self, image: np.ndarray, det_threshold: Optional[float]) -> np.ndarray:
         h, w = image.shape[:2]
         if w in self.fail_widths:
             raise ValueError(f"FakePipeline: refusing an image of width {w}")
-        score = float(image.mean()) / 255.0
-        boxes = []
-        if det_threshold is None or score >= det_threshold:
-            columns = image.mean(axis=(0, 2)) / 255.0
-            xs = np.linspace(0, w - 1, 17, dtype=np.float32)
-            ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
-            kpts = np.stack([xs, ys, np.full(17, score, np.float32)], axis=1).astype(np.float32)
-            boxes.append(
-                {"coordinate": [0.0, 0.0, float(w), float(h)], "det_score": score, "keypoints": kpts,
-                 "kpt_score": float(kpts[:, 2].mean())}
-            )
-        return FakeResult(input_path=input_path, input_img=image, boxes=boxes)
+        if det_threshold == 0 and self.noise_persons:
+            scores = np.linspace(0.99, 0.01, self.noise_persons)
+        else:
+            score = float(image.mean()) / 255.0
+            scores = np.array([score] if det_threshold is None or score >= det_threshold else [])
+        rows = np.zeros((len(scores), 6), np.float32)
+        rows[:, 1] = scores
+        rows[:, 4:6] = (w, h)
+        return rows
+
+    @staticmethod
+    def _keypoints(image: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        columns = image.mean(axis=(0, 2)) / 255.0
+        xs = np.linspace(0, w - 1, 17, dtype=np.float32)
+        ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
+        return np.stack(
+            [np.stack([xs, ys, np.full(17, row[1], np.float32)], axis=1) for row in rows]
+        ).astype(np.float32).reshape(-1, 17, 3)
 
 
 # --- a server in a subprocess, for tests ------------------------------------------
