@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from posepipe.serving import inputs
 from posepipe.serving.schemas import ErrorResponse, InferResponse
 from posepipe.serving.testing import ServerProcess
 

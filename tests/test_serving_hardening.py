@@ -7,6 +7,7 @@ event loop itself is watched."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import http.server
 import io
@@ -153,15 +154,9 @@ def test_a_huge_visualization_is_scaled_to_fit_a_jpeg(plain_server):
     image = np.full((2, 70000, 3), 200, np.uint8)
     r = httpx.post(plain_server.url + ENDPOINT, json={"image": b64(encode(image, "PNG")), "visualize": True}, timeout=60)
     assert r.status_code == 200, r.text[:300]
-    with Image.open(io.BytesIO(base64_decode(r.json()["result"]["image"]))) as drawn:
+    with Image.open(io.BytesIO(base64.b64decode(r.json()["result"]["image"]))) as drawn:
         assert drawn.format == "JPEG" and drawn.size == (65500, 2)
     assert r.json()["result"]["persons"][0]["bbox"] == [0.0, 0.0, 70000.0, 2.0]  # the answer is in input pixels
-
-
-def base64_decode(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text)
 
 
 # --- admission: a full server, clients that left -------------------------------------------

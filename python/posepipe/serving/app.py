@@ -238,19 +238,15 @@ class ServingRuntime:
     # --- one request -------------------------------------------------------------
 
     async def wait_ready(self) -> None:
-        """Return once ready; while the models load, wait up to ready_wait_s; else 503."""
+        """While the models load, wait for them, up to ready_wait_s (`admit` then says whether they came)."""
         if self.status in ("starting", "loading", "warming up") and self._settled is not None:
             try:
                 await asyncio.wait_for(self._settled.wait(), self.settings.ready_wait_s)
             except asyncio.TimeoutError:
                 pass
-        if not self.ready:
-            reason = "shutting_down" if self.status == "shutting down" else "not_ready"
-            self.metrics.rejected.labels(reason).inc()
-            raise ApiError(503, self.not_ready_message(), self._retry_after())
 
     def admit(self) -> None:
-        """Take a place in the queue, or 503 at once."""
+        """Take a place in the queue, or 503 at once (not ready, shutting down, full)."""
         if not self.ready:
             self.metrics.rejected.labels("shutting_down" if self.status == "shutting down" else "not_ready").inc()
             raise ApiError(503, self.not_ready_message(), self._retry_after())

@@ -10,6 +10,7 @@ from the pixels, after configurable "inference" delays.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -60,7 +61,6 @@ class FakePipeline:
         self.warning = warning
         # Images of these widths raise (to test how a failing batch is isolated).
         self.fail_widths = set(fail_widths)
-        self.batch_sizes: List[int] = []
         self._busy = threading.Lock()
 
     def warmup(self) -> None:
@@ -70,7 +70,6 @@ class FakePipeline:
 
     def detect_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
         with self._serial():
-            self.batch_sizes.append(len(frames))
             time.sleep(self.batch_delay_s + self.image_delay_s * len(frames))
             return [self._rows(frame.image, det_threshold) for frame in frames]
 
@@ -87,18 +86,14 @@ class FakePipeline:
         ]
         return FakeResult(input_path=frame.input_path, input_img=frame.image, boxes=boxes)
 
-    def _serial(self):
-        pipeline = self
-
-        class Guard:
-            def __enter__(self):
-                if not pipeline._busy.acquire(blocking=False):
-                    raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
-
-            def __exit__(self, *exc):
-                pipeline._busy.release()
-
-        return Guard()
+    @contextlib.contextmanager
+    def _serial(self) -> Iterator[None]:
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _rows(self, image: np.ndarray, det_threshold: Optional[float]) -> np.ndarray:
         h, w = image.shape[:2]
