@@ -236,8 +236,10 @@ def fetch(
         if deadline.reason is not None:
             raise deadline.error() from None
         if isinstance(e, (socket.timeout, TimeoutError)):
-            idle = policy.idle_timeout_s or policy.timeout_s
-            raise DownloadError("timeout", f"download stalled: no data for {idle:g} s") from None
+            if policy.idle_timeout_s is None or deadline.remaining() < 0.1:
+                # The socket's timeout and the watchdog both end at the deadline; either may come first.
+                raise deadline.error() from None
+            raise DownloadError("timeout", f"download stalled: no data for {policy.idle_timeout_s:g} s") from None
         if isinstance(e, (ssl.SSLError, ssl.CertificateError)):
             raise DownloadError("unreachable", f"cannot reach the URL (TLS: {e})") from None
         if isinstance(e, (ConnectionError, socket.gaierror)) or isinstance(e, OSError) and e.errno is not None:
