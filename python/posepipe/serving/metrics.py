@@ -36,7 +36,7 @@ class Metrics:
         self.in_flight = Gauge("posepipe_http_requests_in_flight", "HTTP requests being handled", registry=registry)
         self.queue_depth = Gauge(
             "posepipe_queue_depth",
-            "Inference requests admitted and not yet on the pipeline (decoding or waiting for a batch)",
+            "Inference requests admitted and not yet detected (reading their body, decoding or waiting for a batch)",
             registry=registry,
         )
         self.queue_pixels = Gauge(
@@ -50,12 +50,12 @@ class Metrics:
         batch_buckets: List[float] = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, max_batch})
         self.batch_size = Histogram(
             "posepipe_batch_size",
-            "Images per pipeline call",
+            "Images per detector batch",
             buckets=[b for b in batch_buckets if b <= max_batch],
             registry=registry,
         )
         self.batch_seconds = Histogram(
-            "posepipe_batch_duration_seconds", "Wall time of one pipeline call", buckets=LATENCY_BUCKETS, registry=registry
+            "posepipe_batch_duration_seconds", "Wall time of one detector batch", buckets=LATENCY_BUCKETS, registry=registry
         )
         self.queue_wait = Histogram(
             "posepipe_queue_wait_seconds",

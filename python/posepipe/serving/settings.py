@@ -19,15 +19,17 @@ class ServingSettings:
     host: str = setting("0.0.0.0", help="address to listen on")
     port: int = setting(8080, help="port to listen on (0: any free port)")
 
-    # --- batching: concurrent requests share one pipeline call ----------------
+    # --- batching: concurrent requests share detector and keypoint calls ------
     # On CPU the models' cost grows about linearly with the batch, so bigger
     # batches buy little throughput and cost latency; on GPU raise it.
-    max_batch: int = setting(4, help="most images per pipeline call")
+    max_batch: int = setting(4, help="most images per detector batch")
     # A batch leaves as soon as it is full, or at once when the previous batch
     # kept the requests waiting longer than this already.
     max_wait_ms: float = setting(5.0, help="how long the oldest queued request waits for others to join its batch")
     max_queue: int = setting(
-        64, help="requests admitted and not yet on the pipeline (decoding or queued); one more gets 503 at once"
+        64,
+        help="requests admitted and not yet detected (reading their body, decoding or queued); one more gets 503 "
+        "at once, before its body is read",
     )
     # 256 MP is 768 MB of BGR frames: bounds memory where max_queue alone would
     # not (64 x 67 MP would be 13 GB).
@@ -85,7 +87,7 @@ class ServingSettings:
 
     # --- process ---------------------------------------------------------------
     decode_threads: int = setting(0, help="threads decoding images and encoding visualizations (0: min(4, cores))")
-    warmup: bool = setting(True, help="report ready without running the pipeline once on synthetic images first")
+    warmup: bool = setting(True, help="report ready without warming the pipeline up first (every batch shape once)")
     graceful_timeout_s: float = setting(
         30.0,
         flag="graceful_timeout",
