@@ -286,3 +286,13 @@ def test_every_redirect_hop_is_checked(host, monkeypatch):
     finally:
         hop.shutdown()
         hop.server_close()
+
+
+def test_the_callers_own_write_errors_come_back_unchanged(host):
+    from posepipe.download import fetch
+
+    def full_disk(chunk: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device"):
+        fetch(host[0] + "/body", DownloadPolicy(), full_disk)

@@ -115,6 +115,16 @@ async def post_many(url: str, bodies: List[Dict[str, Any]], concurrency: int, ti
     return results
 
 
+async def wait_in_flight(url: str, count: int) -> None:
+    """Until the server is handling `count` requests (besides the /metrics request asking)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        while True:
+            metrics = (await c.get(url + "/metrics")).text
+            if metric_samples(metrics, "posepipe_http_requests_in_flight")["posepipe_http_requests_in_flight"] > count:
+                return
+            await asyncio.sleep(0.02)
+
+
 # --- an image host for URL inputs ----------------------------------------------------
 
 
@@ -675,7 +685,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
 
     async def scenario():
         task = asyncio.ensure_future(post_many(proc.url, bodies, concurrency=4))
-        await asyncio.sleep(0.2)  # all four admitted; the first batch is running
+        await wait_in_flight(proc.url, 4)  # all four in the server; the first batch is running
         proc.process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
         refused = False
@@ -686,10 +696,12 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path):
             refused = True
         return await task, refused
 
-    results, refused = asyncio.run(scenario())
+    try:
+        results, refused = asyncio.run(scenario())
+    finally:
+        code = proc.stop(timeout=15)
     assert [status for status, *_ in results] == [200, 200, 200, 200]
     assert refused  # no new connections once shutting down
-    code = proc.stop(timeout=15)
     assert code == 0
     log = proc.log_text()
     assert "Finished server process" in log and '"msg": "stopped"' in log

@@ -58,6 +58,13 @@ def images_run(url: str) -> float:
     return metric_samples(httpx.get(url + "/metrics").text, "posepipe_images_total").get("posepipe_images_total", 0.0)
 
 
+def wait_for_metric(url: str, name: str, at_least: float, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while metric_samples(httpx.get(url + "/metrics").text, name).get(name, 0.0) < at_least:
+        assert time.monotonic() < deadline, f"{name} never reached {at_least}"
+        time.sleep(0.02)
+
+
 def access_lines(proc: ServerProcess) -> List[dict]:
     return [r for r in proc.log_records() if r.get("logger") == "posepipe.access"]
 
@@ -172,9 +179,15 @@ def test_a_full_server_answers_503_without_reading_the_body(tmp_path):
             statuses.append(r.status_code)
 
         filling = [threading.Thread(target=send, args=(level,)) for level in (10, 11)]
-        for thread in filling:  # the first runs, the second waits in the queue: it is full
-            thread.start()
-            time.sleep(0.4)
+        filling[0].start()
+        while True:  # until the first is on the pipeline: in flight, no longer in the queue
+            metrics = httpx.get(proc.url + "/metrics").text
+            if (metric_samples(metrics, "posepipe_http_requests_in_flight")["posepipe_http_requests_in_flight"] > 1
+                    and metric_samples(metrics, "posepipe_queue_depth")["posepipe_queue_depth"] == 0):
+                break
+            time.sleep(0.02)
+        filling[1].start()
+        wait_for_metric(proc.url, "posepipe_queue_depth", 1)  # the second waits: the queue is full
         t0 = time.monotonic()
         reply = raw_request(proc.port, post_head(30 * 1024 * 1024), wait=5)  # only the headers are sent
         assert reply.startswith(b"HTTP/1.1 503") and b"busy" in reply and time.monotonic() - t0 < 1.0
@@ -221,7 +234,7 @@ def test_a_crowded_image_does_not_hold_up_the_others(tmp_path):
 
         thread = threading.Thread(target=send_crowded)
         thread.start()
-        time.sleep(0.3)
+        wait_for_metric(proc.url, "posepipe_keypoint_step_persons_count", 1)  # detected, keypoints under way
         small = []
         with httpx.Client(base_url=proc.url, timeout=60) as c:
             for i in range(5):
@@ -248,7 +261,7 @@ def test_keypoint_work_waiting_counts_when_admitting(tmp_path):
         thread = threading.Thread(target=lambda: httpx.post(
             proc.url + ENDPOINT, json={"image": b64(gray_png(120)), "detThreshold": 0}, timeout=60))
         thread.start()
-        time.sleep(0.5)  # detected: about 90 persons still wait for keypoints
+        wait_for_metric(proc.url, "posepipe_keypoint_step_persons_count", 1)  # detected: over 50 persons wait
         r = httpx.post(proc.url + ENDPOINT, json={"image": b64(gray_png(100))})
         assert_envelope(r, 503, "persons")
         assert r.headers["retry-after"] == "2"
@@ -287,7 +300,9 @@ def test_slow_url_downloads_hold_no_queue_slot(tmp_path):
 
             async def scenario():
                 downloads = asyncio.ensure_future(post_many(proc.url, [{"image": url, "visualize": False}] * 3, 3))
-                await asyncio.sleep(0.5)  # three downloads in progress
+                await asyncio.get_running_loop().run_in_executor(
+                    None, wait_for_metric, proc.url, "posepipe_downloads_in_progress", 3
+                )
                 async with httpx.AsyncClient(timeout=30) as c:
                     extra = await c.post(proc.url + ENDPOINT, json={"image": url})
                 base64_results = await post_many(

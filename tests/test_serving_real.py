@@ -23,7 +23,7 @@ import yaml
 from conftest import real_models_config
 from posepipe.serving.schemas import InferResponse
 from posepipe.serving.testing import ServerProcess
-from test_serving import ENDPOINT, image_info, post_many, run_paddlex_docs_client, without_log_id
+from test_serving import ENDPOINT, image_info, post_many, run_paddlex_docs_client, wait_in_flight, without_log_id
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS = SHARED / "models" / "real"
@@ -212,14 +212,7 @@ def test_docs_client_at_start_then_sigterm_with_requests_in_flight(tmp_path):
 
         async def scenario():
             requests = asyncio.ensure_future(post_many(proc.url, bodies, concurrency=8, timeout=180))
-            while True:  # until all eight are in the server
-                await asyncio.sleep(0.05)
-                async with httpx.AsyncClient() as c:
-                    metrics = (await c.get(proc.url + "/metrics")).text
-                in_flight = next(float(l.split()[-1]) for l in metrics.splitlines()
-                                 if l.startswith("posepipe_http_requests_in_flight"))
-                if in_flight >= 9:  # the eight and this /metrics request
-                    break
+            await wait_in_flight(proc.url, 8)
             proc.process.send_signal(signal.SIGTERM)
             return await requests
 

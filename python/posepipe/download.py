@@ -232,6 +232,8 @@ def fetch(
         return _fetch(url, policy, write, deadline, on_length)
     except DownloadError:
         raise
+    except _SinkError as e:  # the caller's own failure (a full disk, say), not the download's
+        raise e.__cause__ from None  # type: ignore[misc]
     except (OSError, http.client.HTTPException, ValueError) as e:
         if deadline.reason is not None:
             raise deadline.error() from None
@@ -247,6 +249,10 @@ def fetch(
         raise DownloadError("unreachable", f"download failed ({type(e).__name__}: {e})") from None
     finally:
         deadline.stop()
+
+
+class _SinkError(Exception):
+    """Carries an exception raised by the caller's `write` (its __cause__) past the download's own handling."""
 
 
 @dataclass(frozen=True)
@@ -347,7 +353,10 @@ def _read_body(
         total += len(chunk)
         if total > policy.max_bytes:
             raise DownloadError("too_large", f"download is too large: over the limit of {policy.max_bytes} bytes")
-        write(chunk)
+        try:
+            write(chunk)
+        except Exception as e:  # noqa: BLE001 - handed back to the caller as it is
+            raise _SinkError() from e
     deadline.check()  # the watchdog's shutdown can look like the end of the body
     if length is not None and total != length:
         raise DownloadError("unreachable", f"download failed: got {total} of {length} bytes")
