@@ -763,17 +763,17 @@ class _Stages:
         self.detect_calls = []
         self.keypoint_calls = []
 
-    def detect_frames(self, frames, threshold):
+    def predict_boxes(self, frames, threshold):
         self.detect_calls.append((list(frames), threshold))
         time.sleep(0.01)
-        return [np.full((f % 4, 6), f, np.float32) for f in frames]
+        return [np.full((f % 4, 5), f, np.float32) for f in frames]
 
-    def estimate_keypoints(self, frames, per_frame_rows):
-        self.keypoint_calls.append([len(r) for r in per_frame_rows])
-        return [np.zeros((len(r), 17, 3), np.float32) for r in per_frame_rows]
+    def estimate_keypoints(self, frames, boxes):
+        self.keypoint_calls.append([len(b) for b in boxes])
+        return [np.zeros((len(b), 17, 3), np.float32) for b in boxes]
 
-    def build_result(self, frame, rows, keypoints):
-        return (frame, len(rows), len(keypoints))
+    def build_result(self, frame, boxes, keypoints):
+        return (frame, len(boxes), len(keypoints))
 
 
 def test_batcher_groups_by_threshold_caps_batches_and_drains_on_close():

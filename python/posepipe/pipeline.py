@@ -149,22 +149,20 @@ class KeypointPipeline:
         """Already-decoded frames in, results out (the HTTP server's batching path)."""
         return list(self._run_batch(list(frames), det_threshold, raise_errors=False))
 
-    # The two stages one at a time, for a scheduler that interleaves them
-    # across requests (the HTTP server): detect_frames, then estimate_keypoints
-    # on any subsets of the rows, then build_result with all of a frame's rows.
+    # For a scheduler that interleaves the stages of many requests (the HTTP
+    # server): predict_boxes, then estimate_keypoints on any subsets of a
+    # frame's boxes, then build_result with all of them.
 
-    def detect_frames(self, frames: Sequence[Frame], det_threshold: Optional[float] = None) -> List[np.ndarray]:
-        """The detector stage: per frame its [M,6] rows (class, score, x1, y1, x2, y2)."""
-        return self._detect([f.image for f in frames], det_threshold)[0]
+    def estimate_keypoints(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """The keypoint stage's arrays: per frame [M,17,3] for its [M,5] boxes
+        (as predict_boxes gives them). A person's keypoints depend on its own
+        crop only, so a frame's boxes may be split across calls."""
+        per_frame_rows = [_rows_from_boxes(b, i) for i, b in enumerate(boxes)]
+        return self._estimate([f.image for f in frames], per_frame_rows)[0]
 
-    def estimate_keypoints(self, frames: Sequence[Frame], per_frame_rows: Sequence[np.ndarray]) -> List[np.ndarray]:
-        """The keypoint stage on given detector rows: per frame [M,17,3]. A
-        person's keypoints depend on its own crop only, so rows may be split
-        across calls."""
-        return self._estimate([f.image for f in frames], list(per_frame_rows))[0]
-
-    def build_result(self, frame: Frame, rows: np.ndarray, keypoints: np.ndarray) -> KeypointResult:
-        return self._result(frame, rows, keypoints, {}, 1)
+    def build_result(self, frame: Frame, boxes: np.ndarray, keypoints: np.ndarray) -> KeypointResult:
+        """predict's result for one frame, from its [M,5] boxes and their keypoints."""
+        return self._result(frame, _rows_from_boxes(boxes, 0), keypoints, {}, 1)
 
     def predict_on_boxes(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[KeypointResult]:
         """The keypoint stage alone, on given person boxes instead of the

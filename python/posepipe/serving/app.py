@@ -73,7 +73,7 @@ class ClientGone(Exception):
 class ServingRuntime:
     """What one app holds between requests: the pipeline, the batcher, the
     thread pools, the download policy, the metrics and the readiness state.
-    It is also the batcher's view of the pipeline (detect_frames,
+    It is also the batcher's view of the pipeline (predict_boxes,
     estimate_keypoints, build_result), which exists only once loaded."""
 
     def __init__(
@@ -104,10 +104,10 @@ class ServingRuntime:
         self._pipeline_options = dict(pipeline_options or {})
         self.pipeline: Any = None if _is_config(pipeline) else pipeline
         if self.pipeline is not None and not all(
-            hasattr(self.pipeline, name) for name in ("detect_frames", "estimate_keypoints", "build_result")
+            hasattr(self.pipeline, name) for name in ("predict_boxes", "estimate_keypoints", "build_result")
         ):
             raise TypeError(
-                "create_app: give a pipeline name, a YAML path, a config dict, or an object with detect_frames(), "
+                "create_app: give a pipeline name, a YAML path, a config dict, or an object with predict_boxes(), "
                 "estimate_keypoints() and build_result() (as posepipe's pipeline has)"
             )
         serving_section = _serving_section(pipeline)
@@ -226,14 +226,14 @@ class ServingRuntime:
 
     # --- the batcher's view of the pipeline (called on the inference thread) -----
 
-    def detect_frames(self, frames: Sequence[Frame], det_threshold: Optional[float]) -> List[np.ndarray]:
-        return self.pipeline.detect_frames(frames, det_threshold)
+    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float]) -> List[np.ndarray]:
+        return self.pipeline.predict_boxes(frames, det_threshold)
 
-    def estimate_keypoints(self, frames: Sequence[Frame], per_frame_rows: Sequence[np.ndarray]) -> List[np.ndarray]:
-        return self.pipeline.estimate_keypoints(frames, per_frame_rows)
+    def estimate_keypoints(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
+        return self.pipeline.estimate_keypoints(frames, boxes)
 
-    def build_result(self, frame: Frame, rows: np.ndarray, keypoints: np.ndarray) -> Any:
-        return self.pipeline.build_result(frame, rows, keypoints)
+    def build_result(self, frame: Frame, boxes: np.ndarray, keypoints: np.ndarray) -> Any:
+        return self.pipeline.build_result(frame, boxes, keypoints)
 
     # --- one request -------------------------------------------------------------
 
@@ -505,7 +505,7 @@ def create_app(
     """The ASGI app serving `pipeline`: a pipeline name, a PaddleX pipeline YAML
     path or config dict (built with posepipe.create_pipeline after startup), or
     an already built pipeline object with posepipe's stage methods
-    (`detect_frames`, `estimate_keypoints`, `build_result`, and optionally `warmup`).
+    (`predict_boxes`, `estimate_keypoints`, `build_result`, and optionally `warmup`).
     `device`, `use_hpip` and `pipeline_options` go to create_pipeline."""
     settings = settings or ServingSettings()
     runtime = ServingRuntime(

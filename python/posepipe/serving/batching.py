@@ -42,13 +42,14 @@ log = logging.getLogger("posepipe.serving")
 
 
 class Stages(Protocol):
-    """What the scheduler needs of a pipeline (posepipe's KeypointPipeline has it)."""
+    """What the scheduler needs of a pipeline (posepipe's KeypointPipeline has
+    it). Boxes are [M,5] arrays: x1, y1, x2, y2, score."""
 
-    def detect_frames(self, frames: Sequence[Any], det_threshold: Optional[float]) -> List[np.ndarray]: ...
+    def predict_boxes(self, frames: Sequence[Any], det_threshold: Optional[float]) -> List[np.ndarray]: ...
 
-    def estimate_keypoints(self, frames: Sequence[Any], per_frame_rows: Sequence[np.ndarray]) -> List[np.ndarray]: ...
+    def estimate_keypoints(self, frames: Sequence[Any], boxes: Sequence[np.ndarray]) -> List[np.ndarray]: ...
 
-    def build_result(self, frame: Any, rows: np.ndarray, keypoints: np.ndarray) -> Any: ...
+    def build_result(self, frame: Any, boxes: np.ndarray, keypoints: np.ndarray) -> Any: ...
 
 
 class QueueFull(Exception):
@@ -70,13 +71,13 @@ class _Job:
     future: "asyncio.Future[Any]"
     pixels: int = 0
     enqueued: float = field(default_factory=time.monotonic)
-    rows: Optional[np.ndarray] = None  # the detector's rows, once detected
+    boxes: Optional[np.ndarray] = None  # the detector's, once detected
     keypoints: List[np.ndarray] = field(default_factory=list)  # per keypoint step
     estimated: int = 0  # persons with keypoints so far
 
     @property
     def waiting_persons(self) -> int:
-        return 0 if self.rows is None else len(self.rows) - self.estimated
+        return 0 if self.boxes is None else len(self.boxes) - self.estimated
 
 
 class Batcher:
@@ -209,7 +210,7 @@ class Batcher:
             gone = [job for job in queue if job.future.done()]
             for job in gone:
                 queue.remove(job)
-                if job.rows is None:  # still reserved and holding its pixels
+                if job.boxes is None:  # still reserved and holding its pixels
                     self.queued_pixels -= job.pixels
                     self.release()
                 else:
@@ -230,18 +231,18 @@ class Batcher:
         started = time.monotonic()
         waits = [started - job.enqueued for job in batch]
         outcomes = await self._run_isolated(
-            lambda jobs: self._stages.detect_frames([j.frame for j in jobs], threshold), batch
+            lambda jobs: self._stages.predict_boxes([j.frame for j in jobs], threshold), batch
         )
         if self._on_batch is not None:
             _observe(self._on_batch, len(batch), time.monotonic() - started, waits)
-        for job, rows in zip(batch, outcomes):
-            if isinstance(rows, BaseException):
-                _settle(job, rows)
+        for job, boxes in zip(batch, outcomes):
+            if isinstance(boxes, BaseException):
+                _settle(job, boxes)
                 continue
-            job.rows = _best(np.asarray(rows), self.max_persons)
-            if len(job.rows):
+            job.boxes = _best(np.asarray(boxes), self.max_persons)
+            if len(job.boxes):
                 self._to_estimate.append(job)
-                self.queued_persons += len(job.rows)
+                self.queued_persons += len(job.boxes)
             else:
                 self._finish(job)
 
@@ -249,7 +250,7 @@ class Batcher:
         picks = [(job, job.estimated, job.estimated + take) for job, take in self._shares().items()]
         started = time.monotonic()
         outcomes = await self._run_isolated(
-            lambda part: self._stages.estimate_keypoints([j.frame for j, _, _ in part], [j.rows[a:b] for j, a, b in part]),
+            lambda part: self._stages.estimate_keypoints([j.frame for j, _, _ in part], [j.boxes[a:b] for j, a, b in part]),
             picks,
         )
         persons = sum(b - a for _, a, b in picks)
@@ -290,7 +291,7 @@ class Batcher:
             return
         keypoints = np.concatenate(job.keypoints, axis=0) if job.keypoints else np.zeros((0, 17, 3), np.float32)
         try:
-            result = self._stages.build_result(job.frame, job.rows, keypoints)
+            result = self._stages.build_result(job.frame, job.boxes, keypoints)
         except Exception as e:  # noqa: BLE001 - answered as this request's failure
             result = e
         _settle(job, result)
@@ -323,12 +324,12 @@ def _checked(call: Callable[[list], Sequence[Any]], items: list) -> List[Any]:
     return outputs
 
 
-def _best(rows: np.ndarray, limit: Optional[int]) -> np.ndarray:
-    """The `limit` best-scoring rows (score in column 1), in their original order."""
-    if limit is None or len(rows) <= limit:
-        return rows
-    keep = np.sort(np.argsort(-rows[:, 1], kind="stable")[:limit])
-    return rows[keep]
+def _best(boxes: np.ndarray, limit: Optional[int]) -> np.ndarray:
+    """The `limit` best-scoring boxes (score in column 4), in their original order."""
+    if limit is None or len(boxes) <= limit:
+        return boxes
+    keep = np.sort(np.argsort(-boxes[:, 4], kind="stable")[:limit])
+    return boxes[keep]
 
 
 def _settle(job: _Job, outcome: Any) -> None:

@@ -1,5 +1,5 @@
 """A stand-in pipeline for testing HTTP clients and the server itself without
-models: `FakePipeline` has the real pipeline's stage methods (`detect_frames`,
+models: `FakePipeline` has the real pipeline's stage methods (`predict_boxes`,
 `estimate_keypoints`, `build_result`, `warmup`) and returns results shaped
 like `KeypointResult` (`boxes`, `.img["res"]`), computed deterministically
 from the pixels, after configurable "inference" delays.
@@ -68,23 +68,23 @@ class FakePipeline:
             warnings.warn(self.warning, UserWarning)
         time.sleep(self.first_call_delay_s)
 
-    def detect_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+    def predict_boxes(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
         with self._serial():
             time.sleep(self.batch_delay_s + self.image_delay_s * len(frames))
-            return [self._rows(frame.image, det_threshold) for frame in frames]
+            return [self._boxes(frame.image, det_threshold) for frame in frames]
 
-    def estimate_keypoints(self, frames: Sequence[Any], per_frame_rows: Sequence[np.ndarray]) -> List[np.ndarray]:
+    def estimate_keypoints(self, frames: Sequence[Any], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
         with self._serial():
-            time.sleep(self.person_delay_s * sum(len(rows) for rows in per_frame_rows))
-            return [self._keypoints(frame.image, rows) for frame, rows in zip(frames, per_frame_rows)]
+            time.sleep(self.person_delay_s * sum(len(b) for b in boxes))
+            return [self._keypoints(frame.image, b) for frame, b in zip(frames, boxes)]
 
-    def build_result(self, frame: Any, rows: np.ndarray, keypoints: np.ndarray) -> FakeResult:
-        boxes = [
-            {"coordinate": [float(v) for v in row[2:6]], "det_score": float(row[1]), "keypoints": kpts,
+    def build_result(self, frame: Any, boxes: np.ndarray, keypoints: np.ndarray) -> FakeResult:
+        persons = [
+            {"coordinate": [float(v) for v in box[:4]], "det_score": float(box[4]), "keypoints": kpts,
              "kpt_score": float(kpts[:, 2].mean())}
-            for row, kpts in zip(rows, keypoints)
+            for box, kpts in zip(boxes, keypoints)
         ]
-        return FakeResult(input_path=frame.input_path, input_img=frame.image, boxes=boxes)
+        return FakeResult(input_path=frame.input_path, input_img=frame.image, boxes=persons)
 
     @contextlib.contextmanager
     def _serial(self) -> Iterator[None]:
@@ -95,7 +95,7 @@ class FakePipeline:
         finally:
             self._busy.release()
 
-    def _rows(self, image: np.ndarray, det_threshold: Optional[float]) -> np.ndarray:
+    def _boxes(self, image: np.ndarray, det_threshold: Optional[float]) -> np.ndarray:
         h, w = image.shape[:2]
         if w in self.fail_widths:
             raise ValueError(f"FakePipeline: refusing an image of width {w}")
@@ -104,19 +104,19 @@ class FakePipeline:
         else:
             score = float(image.mean()) / 255.0
             scores = np.array([score] if det_threshold is None or score >= det_threshold else [])
-        rows = np.zeros((len(scores), 6), np.float32)
-        rows[:, 1] = scores
-        rows[:, 4:6] = (w, h)
-        return rows
+        boxes = np.zeros((len(scores), 5), np.float32)
+        boxes[:, 2:4] = (w, h)
+        boxes[:, 4] = scores
+        return boxes
 
     @staticmethod
-    def _keypoints(image: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _keypoints(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         columns = image.mean(axis=(0, 2)) / 255.0
         xs = np.linspace(0, w - 1, 17, dtype=np.float32)
         ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
         return np.stack(
-            [np.stack([xs, ys, np.full(17, row[1], np.float32)], axis=1) for row in rows]
+            [np.stack([xs, ys, np.full(17, box[4], np.float32)], axis=1) for box in boxes]
         ).astype(np.float32).reshape(-1, 17, 3)
 
 
