@@ -4,6 +4,11 @@ Runs under PaddleX's own Python (its venv), never imports posepipe. Requests
 (see _protocol.py):
   init  name, config, device            -> what PaddleX resolved (versions, run modes, threads)
   run   name, inputs, repeat, det_threshold -> seconds per full predict() over `inputs`
+  eval  name, images, modes, det_min_score
+        -> what a PaddleX user runs to evaluate the three ways posepipe eval does,
+           with seconds per mode: pipeline.predict (end to end), the keypoint
+           model on given boxes as the pipeline calls it per person, the
+           detector alone at det_min_score
   video name, path, frames -> seconds for the obvious loop over a video's first
         `frames` frames (OpenCV reads a frame, predict() runs on it), persons per frame
 """
@@ -53,6 +58,55 @@ def run(name, inputs, repeat=1, det_threshold=None):
     return {"times_s": times, "persons": [len(res["boxes"]) for res in last]}
 
 
+def run_eval(name, images, modes, det_min_score=0.0):
+    """images: [{"path", "gt_boxes": [[x1, y1, x2, y2], ...]}]. Returns per
+    mode the persons of each image (coordinate, det_score, keypoints) and the
+    seconds it took."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    pipeline = PIPELINES[name]
+    inner = getattr(pipeline, "_pipeline", pipeline)
+    paths = [img["path"] for img in images]
+    out, seconds = {}, {}
+    if "keypoints" in modes:
+        t0 = time.perf_counter()
+        results = list(pipeline.predict(paths))
+        seconds["keypoints"] = time.perf_counter() - t0
+        out["keypoints"] = [[_person(b["coordinate"], b["det_score"], b["keypoints"]) for b in r["boxes"]] for r in results]
+    if "keypoints_gt_boxes" in modes:
+        t0 = time.perf_counter()
+        found = []
+        for img in images:
+            # PaddleX's reader decodes with cv2.imdecode(IMREAD_COLOR) too.
+            frame = cv2.imdecode(np.fromfile(img["path"], np.uint8), cv2.IMREAD_COLOR)
+            persons = []
+            for box in img["gt_boxes"]:
+                # The pipeline's own per-person call (KeypointDetectionPipeline.predict).
+                center, scale = inner._box_xyxy2cs(np.asarray(box, np.float64))
+                kpts = list(inner.kpt_model({"img": frame, "center": center, "scale": scale}))[0]["kpts"][0]
+                persons.append(_person(box, 1.0, kpts["keypoints"]))
+            found.append(persons)
+        seconds["keypoints_gt_boxes"] = time.perf_counter() - t0
+        out["keypoints_gt_boxes"] = found
+    if "detection" in modes:
+        t0 = time.perf_counter()
+        results = list(inner.det_model(paths, threshold=det_min_score))
+        seconds["detection"] = time.perf_counter() - t0
+        out["detection"] = [[_person(b["coordinate"], b["score"], None) for b in r["boxes"]] for r in results]
+    return {"persons": out, "seconds": seconds}
+
+
+def _person(coordinate, score, keypoints):
+    return {
+        "coordinate": [float(v) for v in coordinate],
+        "det_score": float(score),
+        "keypoints": None if keypoints is None else [[float(v) for v in joint] for joint in keypoints],
+    }
+
+
 def video(name, path, frames):
     import cv2
 
@@ -72,4 +126,4 @@ def video(name, path, frames):
 
 
 if __name__ == "__main__":
-    serve({"init": init, "run": run, "video": video})
+    serve({"init": init, "run": run, "eval": run_eval, "video": video})

@@ -10,6 +10,9 @@ Requests (see _protocol.py):
              prepared in advance, same backend and batching as the pipeline),
              and the image decode
   scores  name, image -> every detection score of the image, highest first
+  eval    name, dataset, modes, det_min_score
+          -> seconds of a whole posepipe.evaluation.evaluate() (dataset checks,
+             the pipeline, the COCO evaluator) and its stats per mode
 """
 from __future__ import annotations
 
@@ -110,5 +113,20 @@ def jsonable(value):
     return str(value)
 
 
+def run_eval(name, dataset, modes, det_min_score=0.0):
+    from posepipe.evaluation import evaluate
+
+    t0 = time.perf_counter()
+    report = evaluate(PIPELINES[name], dataset, modes=modes, detection_min_score=det_min_score)
+    total = time.perf_counter() - t0
+    return {
+        "seconds": total,
+        "pipeline_s": report.pipeline_seconds,
+        "evaluator_s": report.evaluator_seconds,
+        "stats": report.to_json(),
+        "persons": {mode: len(results) for mode, results in report.results.items()},
+    }
+
+
 if __name__ == "__main__":
-    serve({"init": init, "run": run, "floor": floor, "scores": scores})
+    serve({"init": init, "run": run, "floor": floor, "scores": scores, "eval": run_eval})

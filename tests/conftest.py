@@ -77,3 +77,28 @@ def posepipe_home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSEPIPE_HOME", str(home))
         yield home
+
+
+def load_image(path: Path):
+    """A PIL image read fully, its file closed (an unclosed one warns later, in another test)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def break_tiff_page(path: Path, page: int) -> None:
+    """Gives page `page` of a little-endian TIFF an unknown compression (12345):
+    its directory stays readable, its pixels cannot be decoded."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    offset = struct.unpack_from("<I", data, 4)[0]
+    for _ in range(page):
+        offset = struct.unpack_from("<I", data, offset + 2 + 12 * struct.unpack_from("<H", data, offset)[0])[0]
+    for i in range(struct.unpack_from("<H", data, offset)[0]):
+        entry = offset + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == 259:  # Compression
+            struct.pack_into("<H", data, entry + 8, 12345)
+    path.write_bytes(bytes(data))

@@ -1,15 +1,17 @@
 """NumPy references for posepipe's C++ kernels, written from what PaddleX 3.7.2
 and OpenCV compute, independently of the C++ code.
 
-Where PaddleX calls OpenCV the references call the same cv2 function; where the
-installed cv2 cannot stand in for the one PaddleX pins (warpAffine changed in
-OpenCV 4.11), the algorithm is spelled out here in NumPy."""
+Where PaddleX calls OpenCV, the reference spells out what OpenCV 4.10 (the
+version PaddleX pins) computes, in NumPy, instead of calling the installed cv2:
+users run whatever OpenCV they have (warpAffine's arithmetic changed in 4.11),
+and the kernels must match PaddleX's, not theirs. test_kernel_reference.py
+checks these models against OpenCV 4.10's own outputs, recorded in
+data/opencv_4_10.npz."""
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 F32 = np.float32
@@ -19,9 +21,10 @@ F32 = np.float32
 
 
 def as_bgr(img: np.ndarray) -> np.ndarray:
-    """Grey and BGRA inputs as the 3-channel BGR image the kernels work on."""
+    """Grey and BGRA inputs as the 3-channel BGR image the kernels work on
+    (cv2.cvtColor's GRAY2BGR repeats the grey value; BGRA2BGR drops alpha)."""
     if img.ndim == 2 or img.shape[2] == 1:
-        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+        return np.repeat(img.reshape(img.shape[:2] + (1,)), 3, axis=2)
     return np.ascontiguousarray(img[:, :, :3])
 
 
@@ -41,7 +44,7 @@ def paddlex_normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[floa
 def paddlex_order(img: np.ndarray, to_rgb: bool) -> np.ndarray:
     """The image PaddleX resizes/warps: BGR converted to RGB by its reader when to_rgb."""
     bgr = as_bgr(img)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if to_rgb else bgr
+    return np.ascontiguousarray(bgr[:, :, ::-1]) if to_rgb else bgr
 
 
 # --------------------------------------------------------------------------- top-down crop geometry
@@ -50,6 +53,53 @@ def paddlex_order(img: np.ndarray, to_rgb: bool) -> np.ndarray:
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = a - b
     return b + np.array([-d[1], d[0]], dtype=np.float32)
+
+
+def get_affine_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """cv2.getAffineTransform(src, dst) as OpenCV 4.10 computes it: the 6x6
+    system of the three point pairs solved by its LU (partial pivoting,
+    elimination with -1/pivot, back substitution by division), in float64;
+    all zeros when a pivot falls under 100 * DBL_EPSILON."""
+    a, b = np.zeros((6, 6)), np.zeros(6)
+    for i in range(3):
+        a[2 * i, 0] = a[2 * i + 1, 3] = float(src[i][0])
+        a[2 * i, 1] = a[2 * i + 1, 4] = float(src[i][1])
+        a[2 * i, 2] = a[2 * i + 1, 5] = 1.0
+        b[2 * i], b[2 * i + 1] = float(dst[i][0]), float(dst[i][1])
+    eps = np.finfo(np.float64).eps * 100
+    for i in range(6):
+        p = i
+        for j in range(i + 1, 6):
+            if abs(a[j, i]) > abs(a[p, i]):
+                p = j
+        if not abs(a[p, i]) >= eps:
+            return np.zeros((2, 3))
+        if p != i:
+            a[[i, p], i:] = a[[p, i], i:]
+            b[[i, p]] = b[[p, i]]
+        d = -1 / a[i, i]
+        for j in range(i + 1, 6):
+            alpha = a[j, i] * d
+            for k in range(i + 1, 6):
+                a[j, k] += alpha * a[i, k]
+            b[j] += alpha * b[i]
+    for i in range(5, -1, -1):
+        s = b[i]
+        for k in range(i + 1, 6):
+            s -= a[i, k] * b[k]
+        b[i] = s / a[i, i]
+    return b.reshape(2, 3)
+
+
+def invert_affine_transform(m: np.ndarray) -> np.ndarray:
+    """cv2.invertAffineTransform for a 2x3 matrix, in float64 (a zero
+    determinant gives a zero linear part, as OpenCV's does)."""
+    m = np.asarray(m, np.float64).ravel()
+    with np.errstate(all="ignore"):  # degenerate (inf / NaN) matrices are part of the contract
+        d = m[0] * m[4] - m[1] * m[3]
+        d = 1.0 / d if d != 0 else 0.0
+        a11, a22, a12, a21 = m[4] * d, m[0] * d, m[1] * -d, m[3] * -d
+        return np.array([[a11, a12, -a11 * m[2] - a12 * m[5]], [a21, a22, -a21 * m[2] - a22 * m[5]]])
 
 
 def paddlex_affine(center, scale, output_size, inv: bool = False) -> np.ndarray:
@@ -68,7 +118,7 @@ def paddlex_affine(center, scale, output_size, inv: bool = False) -> np.ndarray:
     dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
     dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0.0, dst_w * -0.5])
     dst[2, :] = _third_point(dst[0, :], dst[1, :])
-    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+    return get_affine_transform(dst, src) if inv else get_affine_transform(src, dst)
 
 
 def paddlex_udp_matrix(center, scale, output_size) -> np.ndarray:
@@ -105,12 +155,7 @@ def warp_affine_410(img: np.ndarray, m: np.ndarray, out_w: int, out_h: int) -> n
     """cv2.warpAffine(img, m, (out_w, out_h), flags=INTER_LINEAR) with a zero
     border as OpenCV 4.10 (PaddleX's pinned version) computes it: invert m,
     map pixels in 10-bit fixed point, sample at 1/32 pixel with 15-bit weights."""
-    m = np.asarray(m, np.float64).ravel()
-    with np.errstate(all="ignore"):  # degenerate (inf / NaN) matrices are part of the contract
-        d = m[0] * m[4] - m[1] * m[3]
-        d = 1.0 / d if d != 0 else 0.0
-        a11, a22, a12, a21 = m[4] * d, m[0] * d, m[1] * -d, m[3] * -d
-        inv = [a11, a12, -a11 * m[2] - a12 * m[5], a21, a22, -a21 * m[2] - a22 * m[5]]
+    inv = invert_affine_transform(m).ravel()
     xs, ys = np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64)
     with np.errstate(all="ignore"):
         adelta = _cv_round(inv[0] * xs * 1024)
@@ -210,7 +255,7 @@ def paddlex_final_preds(heatmaps, centers, scales, use_dark=True, kernel=3):
                     top = np.max(hm[i, j])
                     padded = np.zeros((h + 2 * pad, w + 2 * pad))
                     padded[pad:-pad, pad:-pad] = hm[i, j]
-                    hm[i, j] = cv2.GaussianBlur(padded, (kernel, kernel), 0)[pad:-pad, pad:-pad]
+                    hm[i, j] = gaussian_blur(padded, kernel)[pad:-pad, pad:-pad]
                     hm[i, j] *= top / np.max(hm[i, j])
             logs = np.log(np.maximum(hm, 1e-10))
         for i in range(n):
@@ -230,6 +275,38 @@ def paddlex_final_preds(heatmaps, centers, scales, use_dark=True, kernel=3):
         for j in range(k):
             out[i, j, :2] = np.dot(back, np.array([coords[i, j, 0], coords[i, j, 1], 1.0]))
     out[..., 2] = maxvals[..., 0]
+    return out
+
+
+def gaussian_kernel(ksize: int) -> np.ndarray:
+    """cv2.getGaussianKernel(ksize, 0) for ksize 3, 5, 7: OpenCV's fixed
+    binomial kernels (PaddleX's DARK step uses 3)."""
+    fixed = {3: [0.25, 0.5, 0.25], 5: [0.0625, 0.25, 0.375, 0.25, 0.0625],
+             7: [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125]}
+    return np.array(fixed[ksize])
+
+
+def gaussian_blur(img: np.ndarray, ksize: int) -> np.ndarray:
+    """cv2.GaussianBlur(img, (ksize, ksize), 0) of a float64 map, inside the
+    region that never reaches the border (PaddleX pads by ksize // 2 first, so
+    the border mode never matters): OpenCV's separable filter, the row pass
+    summed tap by tap from the left, the symmetric column pass from the centre
+    tap outwards with mirrored pairs added first.
+
+    For ksize 3 (PaddleX's) every weight is a power of two, so each product is
+    exact and this is OpenCV 4.10's result bit for bit on any CPU. For 5 and 7
+    OpenCV fuses the multiply-adds where the CPU has FMA, which moves the last
+    bit of some float64 sums; this model does not fuse (nor do the kernels)."""
+    g, b = gaussian_kernel(ksize), ksize // 2
+    h, w = img.shape
+    rows = np.zeros((h, w))
+    rows[:, b : w - b] = g[0] * img[:, 0 : w - 2 * b]
+    for t in range(1, ksize):
+        rows[:, b : w - b] += g[t] * img[:, t : w - 2 * b + t]
+    out = np.zeros((h, w))
+    out[b : h - b] = g[b] * rows[b : h - b] + 0.0
+    for t in range(1, b + 1):
+        out[b : h - b] += g[b + t] * (rows[b + t : h - b + t] + rows[b - t : h - b - t])
     return out
 
 

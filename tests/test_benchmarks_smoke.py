@@ -49,3 +49,23 @@ def test_quick_benchmark_writes_json_table_and_chart(tmp_path):
 
     statuses = [t["status"] for t in results["targets"]]
     assert len(statuses) == 4 and all(s.split(":")[0] in {"PASS", "FAIL", "SKIP"} for s in statuses)
+
+
+def test_eval_benchmark_runs_alone(tmp_path):
+    """benchmarks/eval.py --no-peer: both scenarios timed, posepipe's stats per mode, the PaddleX targets skipped."""
+    cmd = [sys.executable, "benchmarks/eval.py", "--no-peer", "--repeat", "1", "--settle", "0", "--out", str(tmp_path), "--name", "smoke"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "targets:" in done.stdout
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert results["meta"]["dataset_counts"].startswith("4 images, 14 persons (12 with keypoints)")
+    scenarios = results["scenarios"]
+    assert list(scenarios) == ["end to end", "all three modes"]
+    assert list(scenarios["end to end"]["posepipe"]["stats"]) == ["keypoints"]
+    assert list(scenarios["all three modes"]["posepipe"]["stats"]) == ["keypoints", "keypoints_gt_boxes", "detection"]
+    for scenario in scenarios.values():
+        side = scenario["posepipe"]
+        assert 0 < side["min_s"] <= side["median_s"] and side["n"] == 1
+        assert 0 < side["parts_median_s"]["pipeline"] < side["median_s"]
+        assert "paddlex" not in scenario
+    assert [t["status"].split(":")[0] for t in results["targets"]] == ["SKIP"]

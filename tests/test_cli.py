@@ -20,7 +20,9 @@ import posepipe.cli as cli
 from posepipe.config import PipelineConfig
 from posepipe.errors import DeviceError, ModelError
 from posepipe.io import Frame, iter_frames
-from posepipe.result import KeypointResult
+from posepipe.result import KeypointResult, SaveNames
+
+from conftest import break_tiff_page, load_image
 
 
 class FakePipeline:
@@ -32,14 +34,15 @@ class FakePipeline:
 
     def predict(self, input, det_threshold=None):
         self.thresholds.append(det_threshold)
+        names = SaveNames()
         for item in iter_frames(input):
             if not isinstance(item, Frame):
-                yield KeypointResult.failed(item.input_path, str(item.error))
+                yield names.claim(KeypointResult.failed(item.input_path, str(item.error), item.page_index))
                 continue
             h, w = item.image.shape[:2]
             rows = np.array([[0, 0.9, w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32)
             kpts = np.concatenate([np.full((1, 17, 2), [w / 2, h / 2], np.float32), np.full((1, 17, 1), 0.8, np.float32)], 2)
-            yield KeypointResult.from_arrays(item.input_path, item.image, rows, kpts)
+            yield names.claim(KeypointResult.from_arrays(item.input_path, item.image, rows, kpts, item.page_index))
 
 
 @pytest.fixture
@@ -134,11 +137,10 @@ def test_folder_with_a_bad_file_saves_the_good_ones_and_exits_1(fake, photos, tm
     out = tmp_path / "out"
     assert cli.main(["--input", str(folder), "--save_path", str(out)]) == 1
     err = capsys.readouterr().err
-    assert one_error_line(err) == (
-        f"posepipe: error: 1 of 3 inputs failed (first: {folder / 'broken.png'}: "
-        "not an image posepipe can read (unknown format, or a corrupt header))"
-    )
-    assert "'error': " in err  # the failed result is printed too
+    assert one_error_line(err) == "posepipe: error: 1 of 3 inputs failed"
+    failure = f"posepipe: error: {folder / 'broken.png'}: not an image posepipe can read (unknown format, or a corrupt header)"
+    assert failure in err.splitlines()
+    assert err.count("broken.png") == 1  # one line per failure, not also a printed result or a repeat
     assert "3/3" in err  # the progress bar
     assert sorted(p.name for p in out.iterdir()) == [
         "000000087038_res.jpg", "000000087038_res.json", "hrnet_demo_res.jpg", "hrnet_demo_res.json"
@@ -162,7 +164,8 @@ def test_single_missing_input_is_one_line(fake, tmp_path, capsys):
     "args, message",
     [
         (["--input", "x.jpg", "--det_threshold", "abc"], "argument --det_threshold: not a number: 'abc'"),
-        (["--input", "x.jpg", "--det_threshold", "1.5"], "argument --det_threshold: must be between 0 and 1, got 1.5"),
+        (["--input", "x.jpg", "--det_threshold", "1.5"], "--det_threshold must be a number between 0 and 1"),
+        (["--input", "x.jpg", "--save_path", "out.json"], "--save_path 'out.json' looks like a file name"),
         (["--input", "x.jpg", "--threads", "0"], "cpu_threads must be a positive integer or None, got 0"),
         (["--input", "x.jpg", "--kpt_batch_size", "x"], "argument --kpt_batch_size: expected an integer, got 'x'"),
         (["--input", "x.jpg", "--flip", "maybe"], "argument --flip: expected true or false, got 'maybe'"),
@@ -177,20 +180,98 @@ def test_bad_arguments_exit_2_with_one_line(fake, capsys, args, message):
     assert fake.calls == []
 
 
-def test_unknown_pipeline_exits_1(fake, capsys):
-    assert cli.main(["--pipeline", "OCR", "--input", "x.jpg"]) == 1
+def test_unknown_pipeline_exits_2(fake, capsys):
+    """A bad --pipeline is a bad argument (README: exit code 2)."""
+    assert cli.main(["--pipeline", "OCR", "--input", "x.jpg"]) == 2
     assert one_error_line(capsys.readouterr().err) == (
         "posepipe: error: unknown pipeline 'OCR': give 'human_keypoint_detection' or the path of a pipeline YAML file"
     )
+    assert cli.main(["--pipeline", "missing.yaml", "--input", "x.jpg"]) == 2
+    assert "missing.yaml: pipeline config file not found" in one_error_line(capsys.readouterr().err)
+    assert fake.calls == []
 
 
 @pytest.mark.parametrize(
-    "error", [ModelError("/no/such/model: not a model directory"), DeviceError("unknown device 'tpu:0'")]
+    "error, code", [(ModelError("/no/such/model: not a model directory"), 1), (DeviceError("unknown device 'tpu:0'"), 2)]
 )
-def test_pipeline_errors_exit_1_with_one_line(fake, capsys, error):
+def test_pipeline_errors_exit_with_one_line(fake, capsys, error, code):
     fake.error = error
-    assert cli.main(["--input", "x.jpg"]) == 1
+    assert cli.main(["--input", "x.jpg"]) == code
     assert capsys.readouterr().err == f"posepipe: error: {error}\n"
+
+
+@pytest.mark.parametrize("save_path", ["out.json", "result.jpg", "existing_file"])
+def test_save_path_must_be_a_folder(fake, photos, tmp_path, capsys, save_path):
+    (tmp_path / "existing_file").write_text("")
+    before = sorted(tmp_path.iterdir())
+    target = tmp_path / save_path
+    assert cli.main(["--input", str(photos / "hrnet_demo.jpg"), "--save_path", str(target)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"posepipe: error: --save_path {str(target)!r} ")
+    assert "give a folder: results are saved in it as {name}_res.json and {name}_res.<ext>" in line
+    assert sorted(tmp_path.iterdir()) == before and fake.calls == []  # nothing created, nothing loaded
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_library_warnings_are_one_line_and_quiet_under_q(fake, photos, capsys, monkeypatch, quiet):
+    import warnings
+
+    predict = FakePipeline.predict
+
+    def warning_predict(self, input, det_threshold=None):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 10.", UserWarning)
+        yield from predict(self, input, det_threshold)
+
+    monkeypatch.setattr(FakePipeline, "predict", warning_predict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # this suite turns warnings into errors
+        assert cli.main(["--input", str(photos / "hrnet_demo.jpg")] + (["-q"] if quiet else [])) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "EXIF" in line]
+    if quiet:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("posepipe: warning: ") and lines[0].endswith(
+            "UserWarning: Corrupt EXIF data.  Expecting to read 12 bytes but only got 10."
+        )
+
+
+def test_tiff_with_a_malformed_second_page_does_not_stop_a_folder_run(fake, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    image = load_image(photos / "hrnet_demo.jpg")
+    image.save(folder / "scan.tif", save_all=True, append_images=[image, image])
+    break_tiff_page(folder / "scan.tif", 1)
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(folder), "--save_path", str(out), "-q", "--no_img"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "posepipe: error: 1 of 4 inputs failed"
+    assert lines[0].startswith(f"posepipe: error: {folder / 'scan.tif'} (page 1): cannot decode the TIFF image: ")
+    assert sorted(p.name for p in out.iterdir()) == ["a_res.json", "scan_0_res.json", "scan_2_res.json"]
+
+
+def test_empty_input_is_named(fake, capsys):
+    assert cli.main(["--input", "", "-q"]) == 1
+    assert capsys.readouterr().err == 'posepipe: error: "": empty input: give an image file, a folder or an http(s) URL\n'
+
+
+def test_clashing_names_get_a_suffix_and_a_warning(fake, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    for rel in ["a/x.jpg", "b/x.jpg", "Photo.jpg", "photo.png"]:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(folder), "--save_path", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "Photo_res.jpg", "Photo_res.json", "photo-2_res.json", "photo-2_res.png",
+        "x-2_res.jpg", "x-2_res.json", "x_res.jpg", "x_res.json",
+    ]
+    assert json.loads((out / "x-2_res.json").read_text())["input_path"] == str(folder / "b" / "x.jpg")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("posepipe: warning:")]
+    assert warnings == [
+        f"posepipe: warning: {folder / 'b' / 'x.jpg'}: saved as x-2_res.* since x_res.* is {folder / 'a' / 'x.jpg'}'s in this run",
+        f"posepipe: warning: {folder / 'photo.png'}: saved as photo-2_res.* since Photo_res.* is {folder / 'Photo.jpg'}'s in this run",
+    ]
 
 
 def test_unwritable_save_path(fake, photos, tmp_path, capsys):
@@ -254,14 +335,10 @@ def real_yaml(shared_dir, tmp_path):
 def test_real_run_as_a_subprocess(real_yaml, photos, shared_dir, tmp_path):
     photo = photos / "000000087038.jpg"
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(posepipe.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "posepipe", "--pipeline", str(real_yaml), "--input", str(photo),
-         "--save_path", str(out), "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    proc = run_cli("--pipeline", str(real_yaml), "--input", str(photo), "--save_path", str(out), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    assert "{'res': {'input_path': '" + str(photo) in proc.stderr
+    assert proc.stderr.startswith("{'res': {'input_path': '" + str(photo)), proc.stderr  # no ccache or INFO lines first
+    assert "ccache" not in proc.stderr and "INFO" not in proc.stderr
     saved = json.loads((out / "000000087038_res.json").read_text())
     reference = json.loads((shared_dir / "reference" / "paddlex_real_models.json").read_text())[photo.name]
     assert len(saved["boxes"]) == len(reference)
@@ -274,8 +351,65 @@ def test_real_errors_are_one_line(real_yaml, photos, tmp_path, capsys):
     missing = tmp_path / "no_model"
     assert cli.main(["--pipeline", str(real_yaml), "--input", str(photos), "--det_model_dir", str(missing)]) == 1
     assert str(missing) in one_error_line(capsys.readouterr().err)
-    assert cli.main(["--pipeline", str(real_yaml), "--input", str(photos), "--device", "tpu:0"]) == 1
-    assert "tpu" in one_error_line(capsys.readouterr().err)
+    for device in ("tpu:0", "gpu:x"):
+        assert cli.main(["--pipeline", str(real_yaml), "--input", str(photos), "--device", device]) == 2
+        assert device in one_error_line(capsys.readouterr().err)
+
+
+def run_cli(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(posepipe.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "posepipe", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_quiet_prints_only_errors_each_once(real_yaml, photos, tmp_path):
+    """-q: no INFO / WARNING lines (Paddle's included), one line per failed input."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    (folder / "b.png").write_bytes(b"junk")
+    proc = run_cli("--pipeline", str(real_yaml), "--input", str(folder), "--device", "cpu", "-q")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"posepipe: error: {folder / 'b.png'}: not an image posepipe can read (unknown format, or a corrupt header)",
+        "posepipe: error: 1 of 2 inputs failed",
+    ]
+    assert proc.stdout == ""
+
+
+def test_real_failures_are_printed_once(real_yaml, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes())
+    (folder / "b.png").write_bytes(b"junk")
+    assert cli.main(["--pipeline", str(real_yaml), "--input", str(folder), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("b.png") == 1, err
+    assert "{'res': {'input_path': '" + str(folder / "a.jpg") in err
+
+
+def test_model_dirs_without_a_yaml_do_not_warn_about_names(shared_dir, photos, capsys):
+    """--det_model_dir/--kpt_model_dir with the built-in pipeline: the model
+    names are the directories' own, so nothing is said about names the user never gave."""
+    real = shared_dir / "models" / "real"
+    args = ["--det_model_dir", str(real / "person_detector_nanodet"), "--kpt_model_dir", str(real / "keypoint_movenet_thunder")]
+    assert cli.main([*args, "--input", str(photos / "hrnet_demo.jpg"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err.lower() and "model_name" not in err and "PP-TinyPose_128x96" not in err
+
+
+def test_multi_page_tiff_saves_a_result_per_page(real_yaml, photos, tmp_path, capsys):
+    from PIL import Image
+
+    image = load_image(photos / "hrnet_demo.jpg")
+    tiff = tmp_path / "in" / "scan.tif"
+    tiff.parent.mkdir()
+    image.save(tiff, save_all=True, append_images=[image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image])
+    out = tmp_path / "out"
+    assert cli.main(["--pipeline", str(real_yaml), "--input", str(tiff.parent), "--save_path", str(out), "--device", "cpu", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"scan_{i}_res.{ext}" for i in range(3) for ext in ("json", "tif")]
+    saved = [json.loads((out / f"scan_{i}_res.json").read_text()) for i in range(3)]
+    assert [(s["input_path"], s["page_index"]) for s in saved] == [(str(tiff), i) for i in range(3)]
+    assert saved[0]["boxes"] == saved[2]["boxes"] and len(saved[1]["boxes"]) == 1
 
 
 def test_real_folder_with_a_bad_file(real_yaml, photos, tmp_path, capsys):
@@ -285,5 +419,27 @@ def test_real_folder_with_a_bad_file(real_yaml, photos, tmp_path, capsys):
     (folder / "b.jpg").write_bytes((photos / "hrnet_demo.jpg").read_bytes()[:5000])  # truncated
     out = tmp_path / "out"
     assert cli.main(["--pipeline", str(real_yaml), "--input", str(folder), "--save_path", str(out), "--device", "cpu", "-q"]) == 1
-    assert "1 of 2 inputs failed (first: " + str(folder / "b.jpg") in one_error_line(capsys.readouterr().err)
+    assert capsys.readouterr().err.splitlines() == [
+        f"posepipe: error: {folder / 'b.jpg'}: truncated or corrupt JPEG (the image data ends early)",
+        "posepipe: error: 1 of 2 inputs failed",
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["a_res.jpg", "a_res.json"]
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "nan", "inf"])
+def test_threshold_rule_is_the_apis(fake, tmp_path, capsys, value):
+    """The CLI refuses what create_pipeline and predict refuse, with the same sentence."""
+    assert cli.main(["--input", "x.jpg", "--det_threshold", value]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"posepipe: error: --det_threshold must be a number between 0 and 1 (or None: the model's own), got {float(value)!r}"
+    )
+    config = PipelineConfig.default().to_dict()
+    config["SubModules"]["ObjectDetection"]["threshold"] = float(value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["--pipeline", str(path), "--input", "x.jpg"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"posepipe: error: {path}: SubModules.ObjectDetection: threshold must be a number between 0 and 1 "
+        f"(or None: the model's own), got {float(value)!r}"
+    )
+    assert fake.calls == []

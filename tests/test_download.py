@@ -6,9 +6,13 @@ import functools
 import http.server
 import io
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +31,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         type(self).requests.append(self.path)
+        if self.path.startswith("/drip/"):  # a tarball that never finishes arriving
+            self.send_response(200)
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return
         super().do_GET()
 
     def log_message(self, *args):  # keep pytest output clean
@@ -43,6 +59,7 @@ def served(shared_dir, tmp_path_factory):
         tar.add(shared_dir / "models/official_arch" / NAME, arcname=f"{NAME}_infer")
     handler = type("Handler", (_Handler,), {"requests": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
@@ -145,7 +162,7 @@ def test_http_404_names_url_and_fix(env, monkeypatch):
     with pytest.raises(ModelError) as info:
         resolve_model_dir(NAME, None)
     message = str(info.value)
-    assert f"{url}/missing/{NAME}_infer.tar" in message and "HTTP 404" in message and "model_dir" in message
+    assert f"{url}/missing/{NAME}_infer.tar" in message and "HTTP error 404" in message and "model_dir" in message
 
 
 def test_unreachable_host_names_url_and_fix(env, monkeypatch):
@@ -234,3 +251,90 @@ def test_not_a_tarball(env, monkeypatch):
     (_host_elsewhere(env, monkeypatch) / f"{NAME}_infer.tar").write_bytes(b"<html>captive portal</html>")
     with pytest.raises(ModelError, match="not a valid tar archive"):
         resolve_model_dir(NAME, None)
+
+
+# --- link chains ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "members, culprit",
+    [
+        # Each link alone stays inside; followed through the first, the second leaves.
+        ([_link("m/up", ".."), _link("m/out", "up/..")], "m/out"),
+        ([_link("m/up", ".."), _link("m/out", "up/../..")], "m/out"),
+        # A file written through a folder link that leaves.
+        ([_link("m/up", ".."), _link("m/out", "up/.."), _file("m/out/evil.txt")], "m/out"),
+        # A hard link whose target path passes through a symlink that leaves.
+        ([_link("m/up", ".."), _link("m/h", "m/up/../../etc/passwd", tarfile.LNKTYPE)], "m/h"),
+        # Links that point at each other.
+        ([_link("m/a", "b"), _link("m/b", "a"), _file("m/a/x")], "m/a/x"),
+    ],
+)
+def test_link_chains_that_leave_are_refused_before_extraction(tmp_path, members, culprit):
+    archive = _tar(tmp_path / "chain.tar", _file("m/inference.yml"), *members)
+    dest = tmp_path / "out" / "dest"
+    with pytest.raises(ModelError, match=f"refusing archive member '{culprit}'"):
+        safe_extract(archive, dest)
+    assert not (dest / "m").exists()
+
+
+def test_links_that_resolve_inside_through_other_links_are_fine(tmp_path):
+    archive = _tar(
+        tmp_path / "ok.tar", _file("m/sub/a.txt"), _link("m/s", "sub"), _link("m/b.txt", "s/a.txt"), _link("m/up", ".")
+    )
+    safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out/m/b.txt").read_bytes() == b"x"
+
+
+# --- deadline and interruption ------------------------------------------------------
+
+
+def _partials(cache: Path) -> list:
+    return sorted(p.name for p in cache.glob(".*partial*")) if cache.is_dir() else []
+
+
+def test_a_download_that_never_ends_stops_at_the_deadline(env, monkeypatch):
+    tmp, _, url, _ = env
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", f"{url}/drip")
+    monkeypatch.setattr(official, "DOWNLOAD_DEADLINE_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=r"could not download .*: download timed out after 1 s; set model_dir"):
+        resolve_model_dir(NAME, None)
+    assert time.monotonic() - started < 3.0
+    assert os.listdir(tmp / "posepipe" / "models") == []
+
+
+_DOWNLOADER = "from posepipe.models.official import resolve_model_dir; resolve_model_dir({name!r}, None)"
+
+
+def _start_download_subprocess(env) -> subprocess.Popen:
+    tmp, _, url, _ = env
+    child_env = dict(os.environ, POSEPIPE_MODEL_BASE_URL=f"{url}/drip")
+    proc = subprocess.Popen([sys.executable, "-c", _DOWNLOADER.format(name=NAME)], env=child_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cache = tmp / "posepipe" / "models"
+    deadline = time.monotonic() + 60
+    while not any((cache / p / "model.tar").exists() for p in _partials(cache)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_during_a_download_leaves_no_folder_behind(env):
+    proc = _start_download_subprocess(env)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in stderr
+    assert _partials(env[0] / "posepipe" / "models") == []
+
+
+def test_a_killed_download_is_swept_by_the_next_one(env, monkeypatch):
+    tmp, _, url, handler = env
+    proc = _start_download_subprocess(env)
+    proc.kill()
+    proc.communicate(timeout=30)
+    cache = tmp / "posepipe" / "models"
+    assert len(_partials(cache)) == 1  # nothing could clean up after SIGKILL
+    monkeypatch.setenv("POSEPIPE_MODEL_BASE_URL", f"{url}/official")
+    assert resolve_model_dir(NAME, None) == cache / NAME
+    assert os.listdir(cache) == [NAME]

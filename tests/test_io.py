@@ -22,6 +22,8 @@ import posepipe.io
 from posepipe.errors import InputError
 from posepipe.io import Frame, InputFailure, InputLimits, Source, iter_frames, iter_sources, read_frame
 
+from conftest import load_image
+
 
 
 @pytest.fixture(scope="module")
@@ -229,9 +231,9 @@ def test_huge_images_are_refused_from_the_header_before_decoding(photo):
     # 100k x 100k would be 30 GB decoded; the header alone must refuse it, with
     # no Pillow DecompressionBomb warning (warnings are errors under pytest here).
     assert "too large: 10000x10000 pixels, the limit is 67108864" in problem(png_header_only(10_000, 10_000))
-    # Above twice Pillow's own limit Pillow refuses it itself, still from the header.
-    assert "too large, the limit is 67108864 pixels (Image size (10000000000 pixels)" in problem(
-        png_header_only(100_000, 100_000)
+    # Above twice Pillow's own limit too: only posepipe's limit is quoted.
+    assert problem(png_header_only(100_000, 100_000)) == (
+        "bytes input #0: image is too large: 100000x100000 pixels, the limit is 67108864 pixels"
     )
     small_limit = InputLimits(max_pixels=100 * 100)
     assert "too large: 640x480 pixels, the limit is 10000" in problem(str(photo), small_limit)
@@ -257,8 +259,21 @@ def test_multi_page_tiff_gives_one_frame_per_page(tmp_path, photo):
     pages[0].save(path, save_all=True, append_images=pages[1:])
     frames = list(iter_frames(str(path)))
     assert [f.input_path for f in frames] == [str(path)] * 2
+    assert [f.page_index for f in frames] == [0, 1]
     np.testing.assert_array_equal(frames[0].image, image)
     np.testing.assert_array_equal(frames[1].image, image[::-1])
+    assert [s.name for s in iter_sources(str(path))] == [f"{path} (page 0)", f"{path} (page 1)"]
+
+
+def test_single_page_tiff_has_no_page_index(tmp_path, photo):
+    path = tmp_path / "one.tif"
+    load_image(photo).save(path)
+    [frame] = list(iter_frames(str(path)))
+    assert frame.page_index is None and frame.input_path == str(path)
+    misnamed = tmp_path / "photo.tif"  # a JPEG under a TIFF suffix: read as what it is
+    misnamed.write_bytes(photo.read_bytes())
+    [frame] = list(iter_frames(str(misnamed)))
+    np.testing.assert_array_equal(frame.image, cv2.imread(str(photo)))
 
 
 def test_iter_frames_reports_failures_and_goes_on(tmp_path, photo):
@@ -352,3 +367,282 @@ def test_unreachable_url():
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/x.jpg"
     assert problem(url).startswith(f"{url}: cannot reach the URL")
+
+
+# --- formats, crafted headers, bounded cost ----------------------------------------
+# Each crafted file below is refused (or read) "well under a second": a functional
+# bound, generous enough for a loaded machine, far below the seconds these files
+# cost when a parser walked them unbounded.
+
+FAST_S = 0.5
+TIFF_RGB = {258: (3, [8, 8, 8]), 259: (3, [1]), 262: (3, [2]), 277: (3, [3]), 284: (3, [1])}
+
+
+def tiff_bytes(pages) -> bytes:
+    """A little-endian classic TIFF: `pages` is a list of (width, height, pixel
+    bytes, extra tags {tag: (type, values)}); each page's pixels are one strip
+    unless its tags say otherwise. Types: 3 SHORT, 4 LONG."""
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")
+    pointer = 4  # where the next IFD offset goes
+    for width, height, pixels, extra in pages:
+        data_offset = len(out)
+        out += pixels + b"\x00" * (len(pixels) % 2)
+        tags = {256: (4, [width]), 257: (4, [height]), 278: (4, [height]), 273: (4, [data_offset]), 279: (4, [len(pixels)])}
+        tags.update(TIFF_RGB)
+        tags.update(extra)
+        ifd = len(out)
+        struct.pack_into("<I", out, pointer, ifd)
+        values_at = ifd + 2 + 12 * len(tags) + 4
+        entries, values = b"", bytearray()
+        for tag in sorted(tags):
+            kind, items = tags[tag]
+            raw = struct.pack("<" + {3: "H", 4: "I"}[kind] * len(items), *items)
+            if len(raw) <= 4:
+                entries += struct.pack("<HHI", tag, kind, len(items)) + raw.ljust(4, b"\x00")
+            else:
+                entries += struct.pack("<HHII", tag, kind, len(items), values_at + len(values))
+                values += raw
+        out += struct.pack("<H", len(tags)) + entries
+        pointer = len(out)
+        out += b"\x00\x00\x00\x00" + values
+    return bytes(out)
+
+
+def timed_problem(data, limits=InputLimits()) -> str:
+    """The refusal of `data`, checked to come fast. (The crafted inputs are
+    megabytes: kept out of assert expressions, whose reports would print them.)"""
+    started = time.perf_counter()
+    try:
+        read(data, limits)
+    except InputError as e:
+        text = str(e)
+    else:
+        raise AssertionError(f"not refused: {len(data)} bytes starting {bytes(data[:16])!r}")
+    elapsed = time.perf_counter() - started
+    if elapsed >= FAST_S:
+        raise AssertionError(f"took {elapsed:.2f} s: {text}")
+    return text
+
+
+def test_tiff_builder_makes_readable_pages():
+    pixels = [bytes(range(i, i + 12)) for i in (0, 100)]
+    data = tiff_bytes([(2, 2, pixels[0], {}), (2, 2, pixels[1], {})])
+    [source] = list(iter_sources(data))
+    np.testing.assert_array_equal(read_frame(source).image, np.frombuffer(pixels[0], np.uint8).reshape(2, 2, 3)[..., ::-1])
+
+
+def test_tiff_with_a_million_strip_offsets_is_refused_fast():
+    # A 1x2-pixel image whose strip tables list a million strips (about 6 MB)...
+    crafted = tiff_bytes([(1, 2, b"\x00" * 6, {273: (4, [8] * 1_000_000), 279: (3, [6] * 1_000_000)})])
+    assert len(crafted) > 4_000_000
+    text = timed_problem(crafted)
+    assert text == (
+        "bytes input #0: corrupt TIFF header: TIFF page 0: tag 273 has 1000000 values, more than 262144"
+    )
+    # ... or just more than its two rows can use.
+    assert timed_problem(tiff_bytes([(1, 2, b"\x00" * 6, {273: (4, [8] * 3), 279: (3, [2] * 3)})])) == (
+        "bytes input #0: corrupt TIFF header: TIFF page 0 lists 3 strips for a 1x2 image (at most 2 can be used)"
+    )
+
+
+def test_tiff_tags_and_pages_are_bounded():
+    too_many_values = tiff_bytes([(1, 1, b"\x00" * 3, {320: (3, [0] * 300_000)})])
+    text = timed_problem(too_many_values)
+    assert "tag 320 has 300000 values, more than 262144" in text
+    impossible = tiff_bytes([(1, 1, b"\x00" * 3, {50000: (4, [0] * 10)})])
+    bad = bytearray(impossible)
+    struct.pack_into("<I", bad, bad.index(struct.pack("<HHI", 50000, 4, 10)) + 4, 10**9)  # claims 1e9 values
+    text = timed_problem(bytes(bad))
+    assert "tag 50000 claims 1000000000 values, more than the file holds" in text
+
+
+def test_tiff_pages_are_counted_cheaply_and_bounded(tmp_path):
+    page = (1, 1, b"\x00" * 3, {})
+    path = tmp_path / "many.tif"
+    path.write_bytes(tiff_bytes([page] * 1025))
+    started = time.perf_counter()
+    [source] = list(iter_sources(str(path)))
+    assert time.perf_counter() - started < FAST_S
+    assert pytest.raises(InputError, read_frame, source).value.problem == (
+        "TIFF has more than 1024 pages; posepipe reads at most 1024 per file"
+    )
+    path.write_bytes(tiff_bytes([page] * 1024))
+    assert len(list(iter_sources(str(path)))) == 1024
+
+
+def test_tiff_page_chain_that_loops_ends_there(tmp_path):
+    data = bytearray(tiff_bytes([(1, 1, b"\x00" * 3, {}), (1, 1, b"\x01" * 3, {})]))
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    struct.pack_into("<I", data, second + 2 + 12 * struct.unpack_from("<H", data, second)[0], first)  # page 1 -> page 0
+    path = tmp_path / "loop.tiff"
+    path.write_bytes(bytes(data))
+    assert [f.page_index for f in iter_frames(str(path))] == [0, 1]
+
+
+def test_bytes_read_only_the_first_tiff_page():
+    """The server's path (encoded bytes) uses page 0, so it neither counts nor
+    parses the pages after it: a broken second page does not matter there."""
+    good = (2, 1, bytes(range(6)), {})
+    data = bytearray(tiff_bytes([good, good]))
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    struct.pack_into("<H", data, second, 60000)  # page 1 claims 60000 tags, running past the end of the file
+    frame = read(bytes(data))  # no warning about page 1 either (warnings are errors in these tests)
+    np.testing.assert_array_equal(frame.image, np.array([[[2, 1, 0], [5, 4, 3]]], np.uint8))
+    path_pages = list(iter_frames([bytes(data)]))
+    assert len(path_pages) == 1 and isinstance(path_pages[0], Frame)
+
+
+def test_malformed_second_page_fails_alone(tmp_path):
+    """A TIFF whose second page is malformed: pages 0 and 2 are read, page 1's
+    failure names the page, and a folder run goes on."""
+    good = (2, 1, bytes(range(6)), {})
+    path = tmp_path / "pages.tif"
+    for broken in [
+        (1, 1, b"\x00" * 3, {273: (4, [8] * 5000)}),  # strip table far larger than the page
+        (2, 1, bytes(6), {259: (3, [12345])}),  # unknown compression
+        (2, 1, bytes(6), {258: (3, [7, 7, 7])}),  # 7-bit samples: no pixel mode
+        (2, 1, bytes(6), {273: (4, [10**8])}),  # pixels past the end of the file
+        (2, 1, bytes(6), {50000: (4, [1, 2])}),  # made below: a tag whose values lie past the end
+    ]:
+        data = bytearray(tiff_bytes([good, broken, good]))
+        entry = data.find(struct.pack("<HHI", 50000, 4, 2))
+        if entry != -1:
+            struct.pack_into("<I", data, entry + 8, 10**8)
+        path.write_bytes(bytes(data))
+        items = list(iter_frames(str(path)))
+        assert [type(i).__name__ for i in items] == ["Frame", "InputFailure", "Frame"], broken
+        assert [i.page_index for i in items] == [0, 1, 2]
+        assert str(items[1].error).startswith(f"{path} (page 1): ")
+
+
+def test_png_with_endless_chunks_is_refused_fast():
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 2, 0, 0, 0))
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" + bytes(range(6))))
+    empty = chunk(b"zzZz", b"")  # a private chunk type: libpng skips it
+    signature, end = b"\x89PNG\r\n\x1a\n", chunk(b"IEND", b"")
+    for crafted in (signature + ihdr + empty * 500_000 + idat + end, signature + ihdr + idat + empty * 500_000 + end):
+        text = timed_problem(crafted)
+        assert text == "bytes input #0: corrupt PNG header: more than 1024 chunks besides the image data"
+    empty_data = signature + ihdr + idat + chunk(b"IDAT", b"") * 500_000 + end
+    text = timed_problem(empty_data)
+    assert text == "bytes input #0: corrupt PNG header: more than 131072 image data chunks"
+    some = signature + ihdr + empty * 1000 + idat + chunk(b"IDAT", b"") * 10_000 + end  # within the bounds
+    np.testing.assert_array_equal(read(some).image, np.array([[[2, 1, 0], [5, 4, 3]]], np.uint8))
+
+
+def test_jpeg_padding_is_read_fast_and_endless_segments_are_refused(photo):
+    data = photo.read_bytes()
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    padded = data[:2] + b"\xff" * 4_000_000 + data[2:]  # fill bytes are legal before any marker
+    started = time.perf_counter()
+    np.testing.assert_array_equal(read(padded).image, expected)
+    assert time.perf_counter() - started < FAST_S
+    segments = data[:2] + b"\xff\xe5\x00\x02" * 1_000_000 + data[2:]  # a million empty APP5 segments
+    text = timed_problem(segments)
+    assert text == (
+        "bytes input #0: corrupt JPEG header: more than 1024 marker segments before the image data"
+    )
+    scan = data.index(b"\xff\xda")
+    many_scans = data[: scan + 2] + data[scan + 2 : -2] + b"\xff\xda" * 300 + data[-2:]
+    text = timed_problem(many_scans)
+    assert "JPEG has 301 scans, more than the 256 posepipe decodes" in text
+
+
+def gif_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "GIF")
+    return buf.getvalue()
+
+
+def test_gif_and_other_formats_are_refused_by_name(tmp_path):
+    supported = "posepipe reads BMP, JPEG, PNG, PNM, Sun raster, TIFF and WebP (PaddleX's formats)"
+    path = tmp_path / "anim.gif"
+    path.write_bytes(gif_bytes())
+    assert problem(str(path)) == f"{path}: GIF images are not supported: {supported}"
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, "ICO")
+    assert problem(buf.getvalue()) == f"bytes input #0: ICO images are not supported: {supported}"
+    # A folder is searched for PaddleX's suffixes only: the GIF is not listed.
+    (tmp_path / "ok.png").write_bytes(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    assert [s.input_path for s in iter_sources(str(tmp_path))] == [str(tmp_path / "ok.png")]
+
+
+@pytest.mark.parametrize("ext, params", [(".bmp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+                                         (".ppm", []), (".pgm", []), (".pbm", []), (".ras", []), (".png", []), (".tiff", [])])
+def test_supported_formats_read_as_opencv_reads_them(ext, params):
+    rng = np.random.default_rng(len(ext))
+    image = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    if ext in (".pgm", ".pbm"):
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    ok, encoded = cv2.imencode(ext, image, params)
+    assert ok
+    frame = read(encoded.tobytes())
+    np.testing.assert_array_equal(frame.image, cv2.imdecode(encoded, cv2.IMREAD_COLOR))
+
+
+def test_pnm_comments_in_the_header():
+    data = b"P6\n# a comment\n# another\n2 1\n# more\n255\n" + bytes(range(6))
+    np.testing.assert_array_equal(read(data).image, np.array([[[2, 1, 0], [5, 4, 3]]], np.uint8))
+    endless = b"P6 #" + b"x" * 200_000 + b"\n2 1 255\n" + bytes(6)
+    text = timed_problem(endless)
+    assert "corrupt PNM header: no width and height in its first 65536 bytes" in text
+
+
+def test_rle_bmp_wider_than_opencv_decodes_is_a_clean_error():
+    # 1,100,000 x 1 pixels in a few hundred bytes (RLE8: one run, then end of bitmap).
+    palette = b"\x00\x00\x00\x00" * 256
+    rle = b"\xff\x07" * 100 + b"\x00\x01"
+    info = struct.pack("<IiiHHIIiiII", 40, 1_100_000, 1, 1, 8, 1, len(rle), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    bmp = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset) + info + palette + rle
+    assert len(bmp) < 2000
+    text = timed_problem(bmp)
+    assert text == "bytes input #0: image is 1100000x1 pixels: OpenCV decodes at most 1048576 pixels per side"
+
+
+def test_opencv_errors_become_input_errors(monkeypatch, photo):
+    def refuse(*args, **kwargs):
+        raise cv2.error("OpenCV(4.10.0) /io/opencv/modules/imgcodecs/src/loadsave.cpp:77: error: (-215:Assertion failed) something in function 'f'")
+
+    monkeypatch.setattr(posepipe.io.cv2, "imdecode", refuse)
+    assert problem(str(photo)) == (
+        f"{photo}: OpenCV cannot decode this JPEG image ((-215:Assertion failed) something in function 'f')"
+    )
+
+
+def test_reading_uses_no_process_wide_warning_state(monkeypatch, photo):
+    """warnings.catch_warnings swaps the process's filters (not thread-safe
+    before Python 3.14), and a lock around it serialises all decoding: reading
+    needs neither, and Pillow's own size warning never fires, whatever its limit."""
+    import warnings
+
+    from PIL import Image as PILImage
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings was used")
+
+    monkeypatch.setattr(warnings, "catch_warnings", forbidden)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # every photo is "too large" for Pillow now
+    assert read(str(photo)).image.shape == (480, 640, 3)
+    assert read(cv2.imencode(".png", np.zeros((300, 200, 3), np.uint8))[1].tobytes()).image.shape == (300, 200, 3)
+    assert "too large: 10000x10000 pixels" in problem(png_header_only(10_000, 10_000))
+
+
+def test_empty_input_says_so():
+    assert problem("") == '"": empty input: give an image file, a folder or an http(s) URL'
+    assert problem("  ") == '"  ": empty input: give an image file, a folder or an http(s) URL'
+
+
+def test_special_files_are_not_read(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer, so that opening it to read does not block
+    try:
+        assert problem(str(fifo)) == f"{fifo}: not a regular file"
+    finally:
+        os.close(fd)

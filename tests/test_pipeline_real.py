@@ -70,6 +70,9 @@ def test_matches_paddlex_reference(real_results, shared_dir, name):
         np.testing.assert_allclose(k_ours[:, 2], k_ref[:, 2], atol=1e-2)
         assert abs(o["kpt_score"] - r["kpt_score"]) < 1e-2
     kpt_err = np.concatenate(kpt_err)
+    # Measured (2-core AMD EPYC): boxes within 6.1e-5 px, keypoints within 0.084 px (median 0),
+    # the same with OpenCV 4.10 (PaddleX's) and 5.0 installed. The bounds leave room for
+    # oneDNN and thread-count rounding moving a crop by a step of OpenCV's 1/32-px warp grid.
     assert kpt_err.max() <= 1.0, f"{name}: max keypoint error {kpt_err.max():.3f} px"
     assert np.median(kpt_err) <= 0.1, f"{name}: median keypoint error {np.median(kpt_err):.3f} px"
 

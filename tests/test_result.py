@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from posepipe.draw import COCO_EDGES, PALETTE, draw_keypoints
-from posepipe.result import KeypointResult
+from posepipe.result import KeypointResult, SaveNames
 
 PHOTOS = ["000000014439.jpg", "000000087038.jpg", "000000570688.jpg", "hrnet_demo.jpg"]
 CROWD = PHOTOS[0]  # 12 persons
@@ -152,6 +152,46 @@ def test_url_and_non_image_input_names(tmp_path):
     odd = KeypointResult.from_arrays("/data/frame.dat", image, *none)
     assert odd.save_to_img(tmp_path).name == "frame_res.png"
     assert odd.save_to_json(tmp_path).name == "frame_res.json"
+
+
+def test_page_results_carry_page_index_and_paddlex_page_names(tmp_path):
+    """PaddleX names a page's files `{stem}_{page}_res.*` (BaseCVResult._get_input_fn)."""
+    image, none = np.zeros((4, 4, 3), np.uint8), (np.zeros((0, 6)), np.zeros((0, 17, 3)))
+    page = KeypointResult.from_arrays("/scans/doc.tif", image, *none, page_index=2)
+    assert list(page) == ["input_path", "page_index", "input_img", "boxes"]
+    assert page.json == {"res": {"input_path": "/scans/doc.tif", "page_index": 2, "boxes": []}}
+    assert page.save_to_json(tmp_path).name == "doc_2_res.json"
+    assert page.save_to_img(tmp_path).name == "doc_2_res.tif"
+    failed = KeypointResult.failed("/scans/doc.tif", "doc.tif (page 1): broken", page_index=1)
+    assert failed.json["res"] == {"input_path": "/scans/doc.tif", "page_index": 1, "boxes": [], "error": "doc.tif (page 1): broken"}
+    single = KeypointResult.from_arrays("/scans/one.tif", image, *none)
+    assert "page_index" not in single and single.save_to_json(tmp_path).name == "one_res.json"
+
+
+def test_names_of_one_run_never_clash(tmp_path, caplog):
+    """Results of one run (one predict call, one CLI run) get PaddleX's
+    `{stem}_res.*` unless an earlier result of the run has that stem (any
+    case): then `{stem}-2`, `{stem}-3`, ..., with a warning when saved."""
+    image, none = np.zeros((4, 4, 3), np.uint8), (np.zeros((0, 6)), np.zeros((0, 17, 3)))
+    names = SaveNames()
+    paths = ["/a/x.jpg", "/b/x.jpg", "/c/x.png", "/img.bmp", "/img.webp", "/X.jpg", "/x-2.jpg", "https://h/p/x.jpg?q=1"]
+    results = [names.claim(KeypointResult.from_arrays(p, image, *none)) for p in paths]
+    results += [names.claim(KeypointResult.from_arrays(None, image, *none)) for _ in range(50)]  # arrays: random names
+    results.append(names.claim(KeypointResult.failed("/d/x.jpg", "/d/x.jpg: broken")))
+    saved = [r.save_to_json(tmp_path).name for r in results]
+    assert saved[:8] == [
+        "x_res.json", "x-2_res.json", "x-3_res.json", "img_res.json", "img-2_res.json", "X-4_res.json",
+        "x-2-2_res.json", "x-5_res.json",
+    ]
+    assert saved[-1] == "x-6_res.json"  # failed inputs keep their place too: names do not depend on which fail
+    assert len({n.lower() for n in saved}) == len(saved) == len(list(tmp_path.iterdir()))
+    assert [r.save_to_img(tmp_path).name for r in results[:5]] == ["x_res.jpg", "x-2_res.jpg", "x-3_res.png", "img_res.bmp", "img-2_res.webp"]
+    renamed = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and not r.getMessage().startswith("array")]
+    assert renamed[0] == "/b/x.jpg: saved as x-2_res.* since x_res.* is /a/x.jpg's in this run"
+    assert renamed[3] == "/X.jpg: saved as X-4_res.* since x_res.* is /a/x.jpg's in this run"
+    assert len(renamed) == 7  # once per renamed result, not per file (the failed one included)
+    # Without a run (a result made by hand), PaddleX's name as is.
+    assert KeypointResult.from_arrays("/b/x.jpg", image, *none).save_to_json(tmp_path / "solo").name == "x_res.json"
 
 
 def test_save_all_writes_json_and_image(tmp_path, reference_result):

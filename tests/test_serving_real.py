@@ -8,6 +8,7 @@ import asyncio
 import base64
 import http.server
 import json
+import signal
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ import yaml
 from conftest import real_models_config
 from posepipe.serving.schemas import InferResponse
 from posepipe.serving.testing import ServerProcess
-from test_serving import ENDPOINT, image_info, post_many, run_paddlex_docs_client, without_log_id
+from test_serving import ENDPOINT, image_info, post_many, run_paddlex_docs_client, wait_in_flight, without_log_id
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS = SHARED / "models" / "real"
@@ -191,3 +192,36 @@ def test_a_pipeline_that_cannot_load_stops_the_server(tmp_path):
         proc.start(timeout=120)
     assert "no-such-model" in proc.log_text() and "failed to load" in proc.log_text()
     proc.stop()
+
+
+def test_docs_client_at_start_then_sigterm_with_requests_in_flight(tmp_path):
+    """A fresh server on the real models: PaddleX's documented client, run
+    right after the process listens, waits for the models and succeeds; then
+    SIGTERM with requests in flight answers them all and exits 0 (Paddle's
+    own signal handler must not take over), and every log line is JSON."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(PIPELINE_YAML)
+    proc = ServerProcess.cli(tmp_path, ["--pipeline", str(config), "--device", "cpu", "--max_batch", "2"], name="sigterm")
+    proc.start(wait="health", timeout=240)
+    try:
+        assert httpx.get(proc.url + "/ready").status_code == 503  # still loading
+        out = run_paddlex_docs_client(proc.url, SHARED / "photos" / "hrnet_demo.jpg", tmp_path)
+        assert "Detected persons:" in out and "'kpts': [[" in out
+
+        bodies = [{"image": photo_b64(name), "visualize": name == PHOTOS[0]} for name in PHOTOS * 2]
+
+        async def scenario():
+            requests = asyncio.ensure_future(post_many(proc.url, bodies, concurrency=8, timeout=180))
+            await wait_in_flight(proc.url, 8)
+            proc.process.send_signal(signal.SIGTERM)
+            return await requests
+
+        results = asyncio.run(scenario())
+        assert [status for status, *_ in results] == [200] * 8
+        assert proc.process.wait(timeout=120) == 0
+    finally:
+        proc.stop()
+    log = proc.log_text()
+    assert "Termination signal" not in log and "FatalError" not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert all(line.startswith("{") and json.loads(line) for line in lines), [l for l in lines if not l.startswith("{")][:5]

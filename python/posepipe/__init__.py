@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from .errors import ConfigError, DeviceError, InputError, ModelError, PosepipeError
+from .errors import ConfigError, DatasetError, DeviceError, InputError, ModelError, PosepipeError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "create_pipeline",
     "ConfigError",
+    "DatasetError",
     "DeviceError",
     "InputError",
     "ModelError",

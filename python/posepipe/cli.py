@@ -4,27 +4,30 @@ users need, one-line errors and meaningful exit codes.
     posepipe --pipeline human_keypoint_detection|my.yaml --input PATH|URL|FOLDER [...]
     posepipe --get_pipeline_config human_keypoint_detection [--save_path DIR]
     posepipe serve ...                      (the HTTP server, posepipe.serving.cli)
+    posepipe eval / check-dataset ...       (accuracy on a COCO dataset, posepipe.evaluation.cli)
 
-Exit codes: 0 all inputs done; 1 a runtime failure (bad model dir, device,
-config, or some inputs failed: the good ones are still saved); 2 bad arguments."""
+Exit codes: 0 all inputs done; 1 a runtime failure (a model that cannot be
+loaded or run, or some inputs failed: the good ones are still saved); 2 bad
+arguments (flags, --pipeline name or YAML, --device, --save_path)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import importlib
 import logging
-import math
+import mimetypes
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Iterator, List, NoReturn, Optional, Sequence
 
 from tqdm import tqdm
 
 from . import __version__, create_pipeline
-from .config import PIPELINE_NAME, PipelineConfig, load_config
-from .errors import ConfigError, PosepipeError
+from .config import PIPELINE_NAME, PipelineConfig, check_threshold, load_config
+from .errors import ConfigError, DeviceError, PosepipeError
 from .flags import add_flags, given, parse_bool
 from .io import iter_sources
+from .models.spec import read_model_name
 from .options import PipelineOptions
 from .result import colour
 from .smoothing import OneEuroSettings
@@ -49,6 +52,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         return _serve(argv[1:])
+    if argv and argv[0] in ("eval", "check-dataset"):
+        from .evaluation.cli import main as evaluation_main
+
+        return evaluation_main(argv)
     if "--serve" in argv:  # PaddleX spells it as a flag
         return _serve([a for a in argv if a != "--serve"])
     parser = _build_parser()
@@ -76,7 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Fast human keypoint detection, a drop-in for PaddleX's human_keypoint_detection pipeline.",
-        epilog="`posepipe serve --help` for the HTTP server.",
+        epilog="`posepipe serve --help` for the HTTP server; `posepipe eval --help` and `posepipe check-dataset --help` "
+        "to measure accuracy on a COCO keypoint dataset.",
         allow_abbrev=False,
     )
     pdx = parser.add_argument_group("PaddleX options")
@@ -127,70 +135,118 @@ def _build_parser() -> argparse.ArgumentParser:
 def _predict(args: argparse.Namespace) -> int:
     if not args.input:
         raise _UsageError("--input is required: an image file, a folder, an http(s) URL, a video, a camera index or a stream")
+    # Every argument is checked before anything loads or is created.
     try:
+        threshold = check_threshold(args.det_threshold, "--det_threshold")
         options = given(PipelineOptions, args)
-        PipelineOptions(**options)  # refuses bad values before anything loads
+        PipelineOptions(**options)
         video_args = stream_arguments(args)
+        config = _config(args)
     except ConfigError as e:
         raise _UsageError(str(e)) from None
-    pipeline = create_pipeline(config=_config(args).to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
-    save_path = Path(args.save_path) if args.save_path else None
-    if save_path is not None:
-        save_path.mkdir(parents=True, exist_ok=True)
-    # Expanded here to know the count for the progress bar; the pipeline takes the sources as they are.
-    sources = list(iter_sources(args.input))
-    # Videos: the bar counts frames (an open count for live sources), their
-    # results are saved on a thread of their own while the next frames run,
-    # and they are not printed (one .jsonl line each instead).
-    videos = any(s.kind == "video" for s in sources)
-    total = frames_total(sources, video_args.get("stride", 1)) if videos else len(sources)
-    saver = ResultSaver(save_path, images=not args.no_img) if save_path is not None else None
-
-    logger, handler = logging.getLogger("posepipe"), _TqdmHandler()
-    handler.setLevel(logging.ERROR if args.quiet else logging.WARNING)
-    logger.addHandler(handler)
-    failed = []
-    try:
-        with tqdm(
-            total=total, unit="frame" if videos else "img", file=sys.stderr, disable=args.quiet or (total or 2) < 2
-        ) as bar:
-            results = pipeline.predict(sources, det_threshold=args.det_threshold, **video_args)
-            if videos and saver is not None:
-                results = run_stages(results, [saver.save_and_pass], name="posepipe-save")
-            with contextlib.closing(results):  # before the saver closes: its thread may still be writing
-                for result in results:
-                    if not args.quiet and result.metadata.get("video") is None:
-                        tqdm.write(colour(result.to_text(), sys.stderr), file=sys.stderr)
-                    if result.error is not None:
-                        failed.append(result.error)
-                    elif saver is not None and not videos:
-                        saver.save(result)
-                    bar.update()
-    finally:
-        if saver is not None:
-            saver.close()
-        logger.removeHandler(handler)
-    if saver is not None and not args.quiet:
-        for saved in saver.videos:
-            print(saved.describe(), file=sys.stderr)
-
+    save_path = _save_folder(args.save_path)
+    with _logging(args.quiet):
+        try:
+            pipeline = create_pipeline(config=config.to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
+        except DeviceError as e:
+            raise _UsageError(str(e)) from None
+        if save_path is not None:
+            save_path.mkdir(parents=True, exist_ok=True)
+        # Expanded here to know the count for the progress bar; the pipeline takes the sources as they are.
+        sources = list(iter_sources(args.input))
+        # Videos: the bar counts frames (an open count for live sources), their
+        # results are saved on a thread of their own while the next frames run,
+        # and they are not printed (one .jsonl line each instead).
+        videos = any(s.kind == "video" for s in sources)
+        total = frames_total(sources, video_args.get("stride", 1)) if videos else len(sources)
+        saver = ResultSaver(save_path, images=not args.no_img) if save_path is not None else None
+        failed = 0
+        try:
+            with tqdm(
+                total=total, unit="frame" if videos else "img", file=sys.stderr, disable=args.quiet or (total or 2) < 2
+            ) as bar:
+                results = pipeline.predict(sources, det_threshold=threshold, **video_args)
+                if videos and saver is not None:
+                    results = run_stages(results, [saver.save_and_pass], name="posepipe-save")
+                with contextlib.closing(results):  # before the saver closes: its thread may still be writing
+                    for result in results:
+                        if result.error is not None:
+                            failed += 1
+                            tqdm.write(f"{PROG}: error: {result.error}", file=sys.stderr)  # the one line for this input
+                        else:
+                            if not args.quiet and result.metadata.get("video") is None:
+                                tqdm.write(colour(result.to_text(), sys.stderr), file=sys.stderr)
+                            if saver is not None and not videos:
+                                saver.save(result)
+                        bar.update()
+        finally:
+            if saver is not None:
+                saver.close()
+        if saver is not None and not args.quiet:
+            for saved in saver.videos:
+                print(saved.describe(), file=sys.stderr)
     if not failed:
         return 0
     if len(sources) == 1:
-        return _fail(failed[0], 1)
-    return _fail(f"{len(failed)} of {len(sources)} inputs failed (first: {failed[0]})", 1)
+        return 1  # its line is printed
+    return _fail(f"{failed} of {len(sources)} inputs failed", 1)
+
+
+def _save_folder(text: Optional[str]) -> Optional[Path]:
+    """--save_path as a folder. PaddleX's CLI saves each result into it by name,
+    so a file name there (out.json) would hold one result at most: refused."""
+    if text is None:
+        return None
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        problem = "is a file"
+    elif not path.exists() and mimetypes.guess_type(path.name)[0] is not None:
+        problem = "looks like a file name"
+    else:
+        return path
+    raise _UsageError(
+        f"--save_path {text!r} {problem}; give a folder: results are saved in it as {{name}}_res.json and {{name}}_res.<ext>"
+    )
+
+
+@contextlib.contextmanager
+def _logging(quiet: bool) -> Iterator[None]:
+    """posepipe's log lines and the libraries' Python warnings as one
+    `posepipe: warning: ...` line each on stderr; errors only with -q. Not
+    passed on to the root logger, where Paddle installs its own INFO handler.
+    Failed inputs are left out: the CLI prints each once itself."""
+    handler = _TqdmHandler()
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
+    handler.addFilter(lambda record: not getattr(record, "input_failure", False))
+    loggers = [logging.getLogger("posepipe"), logging.getLogger("py.warnings")]
+    propagate = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for logger, before in zip(loggers, propagate):
+            logger.removeHandler(handler)
+            logger.propagate = before
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
-    """The pipeline config with the command line's overrides applied."""
+    """The pipeline config with the command line's overrides applied. A model
+    directory given on the command line brings its own model name (from its
+    inference.yml), so the config's name for another model is not kept."""
     config = load_config(args.pipeline, None)
     det, kpt = config.detector, config.keypoints
     if args.det_model_dir is not None:
         det.model_dir = args.det_model_dir
+        det.model_name = read_model_name(args.det_model_dir) or det.model_name
     if args.det_batch_size is not None:
         det.batch_size = args.det_batch_size
     if args.kpt_model_dir is not None:
         kpt.model_dir = args.kpt_model_dir
+        kpt.model_name = read_model_name(args.kpt_model_dir) or kpt.model_name
     if args.flip is not None:
         kpt.flip = args.flip
     if args.use_udp is not None:
@@ -233,7 +289,9 @@ class _TqdmHandler(logging.Handler):
     """posepipe's log lines on stderr, without breaking the progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        # A captured warning's text is "file:line: Category: message" and the source line below it.
+        message = record.getMessage().strip().splitlines()[0]
+        tqdm.write(f"{PROG}: {record.levelname.lower()}: {message}", file=sys.stderr)
 
 
 def _fail(message: str, code: int) -> int:
@@ -242,15 +300,13 @@ def _fail(message: str, code: int) -> int:
 
 
 def _threshold(text: str) -> Optional[float]:
+    """The number; its range is config.check_threshold's (one rule for CLI, API and YAML)."""
     if text in ("None", "none", "NONE"):  # PaddleX accepts None: the model's threshold
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def _positive_int(text: str) -> int:

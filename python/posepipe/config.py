@@ -6,6 +6,7 @@ that PaddleX accepts too."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
@@ -146,16 +147,24 @@ def _check(obj, where: str) -> None:
     if isinstance(obj.batch_size, bool) or not isinstance(obj.batch_size, int) or obj.batch_size < 1:
         raise ConfigError(f"{where}: batch_size must be a positive integer, got {obj.batch_size!r}")
     if isinstance(obj, DetectorConfig):
-        if obj.threshold is not None:
-            if isinstance(obj.threshold, bool) or not isinstance(obj.threshold, (int, float)):
-                raise ConfigError(f"{where}: threshold must be a number or null, got {obj.threshold!r}")
-            obj.threshold = float(obj.threshold)
+        obj.threshold = check_threshold(obj.threshold, f"{where}: threshold")
         obj.img_size = parse_img_size(obj.img_size, where)
     else:
         if not isinstance(obj.flip, bool):
             raise ConfigError(f"{where}: flip must be true or false, got {obj.flip!r}")
         if obj.use_udp is not None and not isinstance(obj.use_udp, bool):
             raise ConfigError(f"{where}: use_udp must be true, false or null, got {obj.use_udp!r}")
+
+
+def check_threshold(value: Any, name: str) -> Optional[float]:
+    """A person-detection score threshold as a float in 0..1, or None (the
+    model's own draw_threshold): the one rule for the API, the config and the
+    CLI. `name` is how the caller's user spells the setting."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0:
+        return float(value)  # NaN fails the comparison above
+    raise ConfigError(f"{name} must be a number between 0 and 1 (or None: the model's own), got {value!r}")
 
 
 def parse_img_size(value, where: str) -> Optional[Tuple[int, int]]:

@@ -47,6 +47,12 @@ class Detector:
         self.preprocess_spec = spec.detector
         # img_size is (w, h), as in PaddleX; the resize target is (h, w).
         self.target_hw = (img_size[1], img_size[0]) if img_size else tuple(spec.detector.target_hw)
+        if img_size and spec.input_hw is not None and self.target_hw != spec.input_hw:
+            h, w = spec.input_hw
+            raise ModelError(
+                f"{spec.model_dir}: img_size {img_size[0]}x{img_size[1]} (w x h) from the pipeline config, but the model's "
+                f"program ({spec.program_path.name}) takes {h}x{w} (h x w) images; set img_size to [{w}, {h}] or null"
+            )
         self.keep_ratio = spec.detector.keep_ratio and img_size is None
         self.interp = spec.detector.interp if img_size is None else 2
         self.threshold = spec.draw_threshold if threshold is None else float(threshold)

@@ -25,3 +25,12 @@ class ConfigError(PosepipeError, ValueError):
 
 class DeviceError(PosepipeError, ValueError):
     """A device string is unknown, or the installed Paddle cannot run on it."""
+
+
+class DatasetError(PosepipeError, ValueError):
+    """An evaluation dataset (its folder, annotation file or images) cannot be used."""
+
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")

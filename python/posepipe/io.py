@@ -6,26 +6,27 @@ background thread while the models run:
   iter_sources(input)        cheap: flattens lists, lists folders, opens nothing big
   read_frame(source, limits) the I/O and decoding, raising InputError
 
-Decoding is `cv2.imdecode(..., cv2.IMREAD_COLOR)` on the file's bytes, the same
-call PaddleX's ReadImage makes, so pixels (EXIF rotation included) are identical.
-TIFF goes through Pillow page by page, as PaddleX's TIFFReader does."""
+Headers are read first (probe.py: format, size, bounded structure) so that
+absurd or crafted files are refused before any decoder parses them. Decoding
+is `cv2.imdecode(..., cv2.IMREAD_COLOR)` on the file's bytes, the same call
+PaddleX's ReadImage makes, so pixels (EXIF rotation included) are identical.
+TIFF goes through Pillow page by page, as PaddleX's TIFFReader does; each page
+of a multi-page TIFF is a source of its own, carrying its page index."""
 from __future__ import annotations
 
 import io
 import itertools
 import os
-import threading
-import time
-import urllib.error
-import urllib.request
-import warnings
+import stat
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import TiffImagePlugin
 
+from . import probe
+from .download import DownloadError, DownloadPolicy, fetch_bytes
 from .errors import InputError
 from .video import video_input_of
 
@@ -37,8 +38,7 @@ IMAGE_SUFFIXES = (
 _PDF_SUFFIX = "pdf"
 
 _URL_SCHEMES = ("http://", "https://")
-_TIFF_FORMATS = ("TIFF",)
-_JPEG_FORMATS = ("JPEG", "MPO")
+_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,18 @@ class Source:
     data: Any = None  # the ndarray, the bytes, the video.Video, or (kind "invalid") the problem text
     page: int = 0  # page of a multi-page TIFF file
     is_from_folder: bool = False
+    page_count: int = 1  # pages of its file; results of multi-page files carry their page_index
+
+    @property
+    def page_index(self) -> Optional[int]:
+        return self.page if self.page_count > 1 else None
 
 
 @dataclass
 class Frame:
     image: np.ndarray  # uint8 HxWx3 BGR, C-contiguous
     input_path: Optional[str]
+    page_index: Optional[int] = None  # the page, for a page of a multi-page file
 
 
 @dataclass
@@ -78,6 +84,7 @@ class InputFailure:
 
     input_path: Optional[str]
     error: InputError
+    page_index: Optional[int] = None
 
 
 # --- expansion ---------------------------------------------------------------
@@ -117,7 +124,9 @@ def _expand(item: Any, counter: Iterator[int]) -> Iterator[Source]:
 
 
 def _expand_path(text: str) -> Iterator[Source]:
-    if text.lower().startswith(_URL_SCHEMES):
+    if not text.strip():
+        yield _invalid(f'"{text}"', None, "empty input: give an image file, a folder or an http(s) URL")
+    elif text.lower().startswith(_URL_SCHEMES):
         yield Source(text, text, "url")
     elif "://" in text:
         yield _invalid(text, text, "only http:// and https:// URLs are supported")
@@ -150,17 +159,24 @@ def _file_sources(path: str, from_folder: bool) -> Iterator[Source]:
     if path.lower().endswith("." + _PDF_SUFFIX):
         yield _invalid(path, path, "PDF input is not supported: convert the pages to images first", from_folder)
         return
-    # A multi-page TIFF gives one image per page, as in PaddleX; counting pages
-    # reads only the TIFF directory. Any problem is left for read_frame to report.
+    # A multi-page TIFF gives one image per page, as in PaddleX (which also
+    # goes by the suffix); counting pages reads only the chain of page
+    # directories. Other problems are left for read_frame to report.
     pages = 1
-    if path.lower().endswith((".tif", ".tiff")):
+    if path.lower().endswith(_TIFF_SUFFIXES):
         try:
             with open(path, "rb") as f:
-                pages = _probe(f, path, limits=None)[2]
-        except (OSError, InputError):
+                info = os.fstat(f.fileno())
+                if stat.S_ISREG(info.st_mode):
+                    pages = probe.count_tiff_pages(f, info.st_size, path)
+        except OSError:
             pass
+        except InputError as e:
+            yield _invalid(path, path, e.problem, from_folder)
+            return
     for page in range(pages):
-        yield Source(path, path, "file", page=page, is_from_folder=from_folder)
+        name = path if pages == 1 else f"{path} (page {page})"
+        yield Source(name, path, "file", page=page, is_from_folder=from_folder, page_count=pages)
 
 
 def _invalid(name: str, input_path: Optional[str], problem: str, from_folder: bool = False) -> Source:
@@ -180,10 +196,11 @@ def read_frame(source: Source, limits: InputLimits = InputLimits()) -> Frame:
     if source.kind == "array":
         return Frame(_check_array(source.data, source.name), None)
     if source.kind == "bytes":
-        return Frame(_decode(source.data, source.name, limits, 0), None)
+        return Frame(_decode(source.data, source.name, limits), None)
     if source.kind == "url":
-        return Frame(_decode(_download(source.name, limits), source.name, limits, 0), source.input_path)
-    return Frame(_read_file(source.name, limits, source.page), source.input_path)
+        return Frame(_decode(_download(source.name, limits), source.name, limits), source.input_path)
+    image = _read_file(source.input_path, source.name, limits, source.page)
+    return Frame(image, source.input_path, source.page_index)
 
 
 def try_read_frame(source: Source, limits: InputLimits = InputLimits()) -> Union[Frame, InputFailure]:
@@ -191,7 +208,7 @@ def try_read_frame(source: Source, limits: InputLimits = InputLimits()) -> Union
     try:
         return read_frame(source, limits)
     except InputError as e:
-        return InputFailure(source.input_path, e)
+        return InputFailure(source.input_path, e, source.page_index)
 
 
 def iter_frames(input: Any, limits: InputLimits = InputLimits()) -> Iterator[Union[Frame, InputFailure]]:
@@ -215,149 +232,73 @@ def _check_array(array: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(array)  # no copy when it already is
 
 
-def _read_file(path: str, limits: InputLimits, page: int) -> np.ndarray:
+def _read_file(path: str, name: str, limits: InputLimits, page: int) -> np.ndarray:
     try:
         with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError(name, "not a regular file")
             # The header first: refuse absurd sizes before reading or decoding the rest.
-            fmt = _probe(f, path, limits)[0]
+            header = probe.read_header(f, info.st_size, name, limits.max_pixels, page)
             f.seek(0)
             data = f.read()
     except FileNotFoundError:
-        raise InputError(path, "no such file or directory") from None
+        raise InputError(name, "no such file or directory") from None
     except IsADirectoryError:
-        raise InputError(path, "is a directory") from None
+        raise InputError(name, "is a directory") from None
     except PermissionError:
-        raise InputError(path, "permission denied") from None
+        raise InputError(name, "permission denied") from None
     except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    return _decode_probed(data, path, fmt, page)
+        raise InputError(name, f"cannot read: {e.strerror or e}") from None
+    return _decode_probed(data, name, header)
 
 
-def _decode(data: bytes, name: str, limits: InputLimits, page: int) -> np.ndarray:
-    return _decode_probed(data, name, _probe(io.BytesIO(data), name, limits)[0], page)
+def _decode(data: bytes, name: str, limits: InputLimits) -> np.ndarray:
+    """Encoded bytes (an upload, a download): the first page, as PaddleX's reader."""
+    header = probe.read_header(io.BytesIO(data), len(data), name, limits.max_pixels)
+    return _decode_probed(data, name, header)
 
 
-def _decode_probed(data: bytes, name: str, fmt: str, page: int) -> np.ndarray:
-    """Decode bytes whose header `_probe` has already accepted."""
-    if fmt in _TIFF_FORMATS:
-        return _decode_tiff(data, name, page)
-    if fmt in _JPEG_FORMATS and not _jpeg_is_complete(data):
-        # OpenCV 4.x returns the top of a cut-off JPEG with the rest filled in,
-        # silently; a file without its end-of-image marker is refused instead.
-        raise InputError(name, "truncated or corrupt JPEG (the image data ends early)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def _decode_probed(data: bytes, name: str, header: probe.Header) -> np.ndarray:
+    """Decode bytes whose header `probe.read_header` has accepted."""
+    if header.format == "TIFF":
+        return _decode_tiff(probe.tiff_page_first(data, header), name)
+    if header.format == "JPEG":
+        probe.check_jpeg_body(data, name)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise InputError(name, f"OpenCV cannot decode this {header.format} image ({_cv2_reason(e)})") from None
     if image is None:
-        raise InputError(name, f"cannot decode the {fmt} image: the file is truncated or corrupt")
+        raise InputError(name, f"cannot decode the {header.format} image: the file is truncated or corrupt")
     return image
 
 
-def _decode_tiff(data: bytes, name: str, page: int) -> np.ndarray:
+def _cv2_reason(error: Exception) -> str:
+    """The sentence inside an OpenCV error, without its source-file prefix."""
+    text = str(error).strip()
+    return text.split(" error: ", 1)[-1] if " error: " in text else text
+
+
+def _decode_tiff(data: bytes, name: str) -> np.ndarray:
+    """The first page of `data` (probe.tiff_page_first put the wanted one there).
+    The plugin class directly, not Image.open: the header is already checked
+    against posepipe's limit, and Image.open would also apply Pillow's own."""
     try:
-        with _open_image(io.BytesIO(data)) as im:
-            im.seek(page)
+        with TiffImagePlugin.TiffImageFile(io.BytesIO(data)) as im:
             rgb = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(name, f"cannot decode the TIFF image (page {page}): {e}") from None
+    except Exception as e:  # noqa: BLE001 -- Pillow raises many types on malformed files (struct.error, KeyError, ...)
+        raise InputError(name, f"cannot decode the TIFF image: {e or type(e).__name__}") from None
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-
-
-# Pillow warns (or, above twice its limit, raises) from Image.open about huge
-# images. posepipe applies its own limit, so the warning is silenced around the
-# header read only. warnings.catch_warnings is process-wide before Python 3.14;
-# the lock keeps our own threads from interleaving it (which could leak the filter).
-_pil_warning_lock = threading.Lock()
-
-
-def _open_image(f: BinaryIO) -> Image.Image:
-    """Image.open (the header only), without Pillow's size warning."""
-    with _pil_warning_lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(f)
-
-
-def _probe(f: BinaryIO, name: str, limits: Optional[InputLimits]) -> Tuple[str, Tuple[int, int], int]:
-    """(format, (w, h), pages) from the image header alone, or InputError.
-    Without limits, only whether the header can be read is checked."""
-    if not f.read(1):
-        raise InputError(name, "empty: no image data")
-    f.seek(0)
-    try:
-        with _open_image(f) as im:
-            fmt, size = im.format or "unknown", im.size
-            pages = getattr(im, "n_frames", 1) if fmt in _TIFF_FORMATS else 1
-    except Image.DecompressionBombError as e:  # above twice Pillow's limit; its message has the size
-        limit = f", the limit is {limits.max_pixels} pixels" if limits else ""
-        raise InputError(name, f"image is too large{limit} ({e})") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(name, "not an image posepipe can read (unknown format, or a corrupt header)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        # Pillow raises these for headers it recognises but cannot parse.
-        raise InputError(name, f"corrupt image header ({e})") from None
-    w, h = size
-    if w <= 0 or h <= 0:
-        raise InputError(name, f"image has zero size ({w}x{h})")
-    if limits is not None and w * h > limits.max_pixels:
-        raise InputError(name, f"image is too large: {w}x{h} pixels, the limit is {limits.max_pixels} pixels")
-    return fmt, size, pages
-
-
-def _jpeg_is_complete(data: bytes) -> bool:
-    """True when the JPEG has its end-of-image marker after the first scan.
-
-    Walks the marker segments by their lengths up to the first start-of-scan
-    (so an EXIF thumbnail's own markers, inside APP1, are skipped), then looks
-    for FF D9: inside entropy-coded data every 0xFF byte is followed by 00 or a
-    restart marker, so FF D9 there is the real end. Bytes after it (e.g. the
-    video of a motion photo) are allowed."""
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return True  # not a marker: malformed in a way this check does not judge; leave it to the decoder
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0xDA:  # start of scan
-            # From the end: the marker is almost always there, so this is O(1).
-            return data.rfind(b"\xff\xd9", i) != -1
-        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-        else:
-            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return False
 
 
 def _download(url: str, limits: InputLimits) -> bytes:
     from . import __version__
 
-    request = urllib.request.Request(url, headers={"User-Agent": f"posepipe/{__version__}"})
-    deadline = time.monotonic() + limits.url_timeout
+    policy = DownloadPolicy(
+        timeout_s=limits.url_timeout, max_bytes=limits.max_bytes, user_agent=f"posepipe/{__version__}"
+    )
     try:
-        with urllib.request.urlopen(request, timeout=limits.url_timeout) as response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > limits.max_bytes:
-                raise InputError(url, f"download is too large: {int(length)} bytes, the limit is {limits.max_bytes}")
-            chunks, total = [], 0
-            while True:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limits.max_bytes:
-                    raise InputError(url, f"download is too large: over the limit of {limits.max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise InputError(url, f"download timed out after {limits.url_timeout:g} s")
-                chunks.append(chunk)
-    except InputError:
-        raise
-    except urllib.error.HTTPError as e:
-        e.close()  # it holds the open response; unclosed, its socket leaks until collected
-        raise InputError(url, f"HTTP error {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            raise InputError(url, f"download timed out after {limits.url_timeout:g} s") from None
-        raise InputError(url, f"cannot reach the URL ({e.reason})") from None
-    except TimeoutError:
-        raise InputError(url, f"download timed out after {limits.url_timeout:g} s") from None
-    except (OSError, ValueError) as e:  # connection reset, malformed URL, bad HTTP response
-        raise InputError(url, f"download failed ({e})") from None
-    return b"".join(chunks)
+        return fetch_bytes(url, policy)
+    except DownloadError as e:
+        raise InputError(url, e.problem) from None

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .config import PipelineConfig, load_config
+from .config import PipelineConfig, check_threshold, load_config
 from .detector import Detector
 from .errors import ConfigError
 from .io import Frame, InputFailure, iter_sources, try_read_frame
@@ -21,7 +21,7 @@ from .keypoints import KeypointModel
 from .models.official import resolve_model_dir
 from .models.spec import load_model_spec
 from .options import PipelineOptions
-from .result import KeypointResult
+from .result import KeypointResult, SaveNames
 from .runtime import RuntimeOptions, create_backend, parse_device
 from .runtime.memory import tune_glibc_malloc
 from .streaming import StreamOptions, predict_sources
@@ -48,8 +48,12 @@ class KeypointPipeline:
         )
         malloc_tuned = tune_glibc_malloc() if options.tune_malloc else False
         det_cfg, kpt_cfg = config.detector, config.keypoints
-        det_spec = load_model_spec(resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector")
-        kpt_spec = load_model_spec(resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint")
+        det_spec = load_model_spec(
+            resolve_model_dir(det_cfg.model_name, det_cfg.model_dir), kind="detector", model_name=det_cfg.model_name
+        )
+        kpt_spec = load_model_spec(
+            resolve_model_dir(kpt_cfg.model_name, kpt_cfg.model_dir), kind="keypoint", model_name=kpt_cfg.model_name
+        )
         for cfg, spec in ((det_cfg, det_spec), (kpt_cfg, kpt_spec)):
             # PaddleX refuses such a directory; we run it, since what a model
             # computes comes from its own inference.yml, but say so.
@@ -116,15 +120,24 @@ class KeypointPipeline:
         smooth: Any = False,
         stride: int = 1,
     ) -> Iterator[KeypointResult]:
-        """One result per image, in input order. A single bad input raises
-        InputError; in a list or folder, a bad input yields a result carrying
-        `error` and the others still run. A video (file, camera index, stream)
-        gives one result per frame; the other arguments apply to videos only
-        (streaming.StreamOptions, README "Video and streams")."""
-        if det_threshold is not None:
-            if isinstance(det_threshold, bool) or not isinstance(det_threshold, (int, float)):
-                raise ValueError(f"det_threshold must be a number, got {det_threshold!r}")
+        """One result per image (per page of a multi-page TIFF), in input
+        order. A single bad input raises InputError; in a list or folder, a bad
+        input yields a result carrying `error` and the others still run. The
+        results of one call never share a file name when saved (SaveNames).
+        A video (file, camera index, stream) gives one result per frame; the
+        other arguments apply to videos only (streaming.StreamOptions, README
+        "Video and streams")."""
+        det_threshold = check_threshold(det_threshold, "det_threshold")
         stream_options = StreamOptions.from_arguments(det_frequency, track, smooth, stride)
+        names = SaveNames()
+        for result in self._predict(input, det_threshold, stream_options):
+            # A video's frames are named by their index (clip_000042_res.*), never
+            # twice; SaveNames would only hold one entry per frame for nothing.
+            yield result if result.get("frame_index") is not None else names.claim(result)
+
+    def _predict(
+        self, input: Any, det_threshold: Optional[float], stream_options: StreamOptions = StreamOptions()
+    ) -> Iterator[KeypointResult]:
         sources = list(iter_sources(input))
         single = len(sources) == 1 and not isinstance(input, (list, tuple)) and not sources[0].is_from_folder
         if any(s.kind == "video" for s in sources):
@@ -156,6 +169,21 @@ class KeypointPipeline:
         """Already-decoded frames in, results out (the HTTP server's batching path)."""
         return list(self._run_batch(list(frames), det_threshold, raise_errors=False))
 
+    # For a scheduler that interleaves the stages of many requests (the HTTP
+    # server): predict_boxes, then estimate_keypoints on any subsets of a
+    # frame's boxes, then build_result with all of them.
+
+    def estimate_keypoints(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """The keypoint stage's arrays: per frame [M,17,3] for its [M,5] boxes
+        (as predict_boxes gives them). A person's keypoints depend on its own
+        crop only, so a frame's boxes may be split across calls."""
+        per_frame_rows = [_rows_from_boxes(b, i) for i, b in enumerate(boxes)]
+        return self._estimate([f.image for f in frames], per_frame_rows)[0]
+
+    def build_result(self, frame: Frame, boxes: np.ndarray, keypoints: np.ndarray) -> KeypointResult:
+        """predict's result for one frame, from its [M,5] boxes and their keypoints."""
+        return self._result(frame, _rows_from_boxes(boxes, 0), keypoints, {}, 1)
+
     def predict_on_boxes(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[KeypointResult]:
         """The keypoint stage alone, on given person boxes instead of the
         detector's: per frame an [M,4] (x1, y1, x2, y2) or [M,5] (with a score,
@@ -166,6 +194,23 @@ class KeypointPipeline:
         images = [f.image for f in frames]
         keypoints, timings = self._estimate(images, per_frame_rows)
         return [self._result(f, rows, kpts, timings, len(frames)) for f, rows, kpts in zip(frames, per_frame_rows, keypoints)]
+
+    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        """The detector stage alone: per frame a float32 [M,5] array (x1, y1,
+        x2, y2, score) of the persons scoring above det_threshold (None: the
+        pipeline's, `det_threshold` below), clipped to the image, in the
+        detector's order. predict() == predict_on_boxes(frames, predict_boxes(frames))."""
+        det_threshold = check_threshold(det_threshold, "det_threshold")
+        if not frames:
+            return []
+        per_frame_rows, _ = self._detect([f.image for f in frames], det_threshold)
+        return [rows[:, [2, 3, 4, 5, 1]] for rows in per_frame_rows]
+
+    @property
+    def det_threshold(self) -> float:
+        """The detector score threshold predict() uses when it is given none:
+        the config's `threshold`, else the model's `draw_threshold`."""
+        return self.detector.threshold
 
     def _run_batch(
         self, items: List[Union[Frame, InputFailure]], det_threshold: Optional[float], raise_errors: bool
@@ -184,8 +229,9 @@ class KeypointPipeline:
             if isinstance(item, InputFailure):
                 if raise_errors:
                     raise item.error
-                log.warning("skipping input: %s", item.error)
-                yield KeypointResult.failed(item.input_path, str(item.error))
+                # Marked, so that a front end that reports failures itself (the CLI) can drop it.
+                log.warning("skipping input: %s", item.error, extra={"input_failure": True})
+                yield KeypointResult.failed(item.input_path, str(item.error), item.page_index)
                 continue
             rows, kpts = next(found)
             yield self._result(item, rows, kpts, timings, len(frames))
@@ -223,7 +269,7 @@ class KeypointPipeline:
     def _result(
         self, frame: Frame, rows: np.ndarray, kpts: np.ndarray, timings: Dict[str, float], batch_images: int
     ) -> KeypointResult:
-        result = KeypointResult.from_arrays(frame.input_path, frame.image, rows, kpts)
+        result = KeypointResult.from_arrays(frame.input_path, frame.image, rows, kpts, frame.page_index)
         result.metadata.update(self.metadata, timings_s=timings, batch_images=batch_images)
         return result
 

@@ -3,11 +3,17 @@ print / json / img / save_to_* methods and their file naming.
 
 The dict holds what PaddleX's holds: `input_path`, `input_img` (the BGR image;
 left out of print and json, as PaddleX does) and `boxes`, each box
-{coordinate, det_score, keypoints [17,3] float32, kpt_score}. A failed input
-also has `error` and no boxes."""
+{coordinate, det_score, keypoints [17,3] float32, kpt_score}. A page of a
+multi-page file also has `page_index` (after `input_path`, as in PaddleX's
+results that carry pages), a failed input `error` and no boxes.
+
+File names: PaddleX's `{stem}_res.json` / `{stem}_res{suffix}`, and
+`{stem}_{page}_res...` for a page. SaveNames keeps the results of one run
+(one predict call) from sharing a name."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import mimetypes
 import random
@@ -15,7 +21,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,6 +31,8 @@ from .draw import draw_keypoints
 
 PathLike = Union[str, os.PathLike]
 
+log = logging.getLogger("posepipe")
+
 
 class KeypointResult(dict):
     def __init__(
@@ -33,17 +41,30 @@ class KeypointResult(dict):
         input_img: Optional[np.ndarray],
         boxes: List[Dict[str, Any]],
         error: Optional[str] = None,
+        page_index: Optional[int] = None,
     ):
-        super().__init__(input_path=input_path, input_img=input_img, boxes=boxes)
+        super().__init__(input_path=input_path)
+        if page_index is not None:
+            self["page_index"] = page_index
+        self.update(input_img=input_img, boxes=boxes)
         if error is not None:
             self["error"] = error
         # Backends, timings and the like: for the caller, never in print or json.
         self.metadata: Dict[str, Any] = {}
         self._random_name: Optional[str] = None
+        # Set by SaveNames: the stem this result's files take in its run, and
+        # (stem, input) of the earlier result whose name it would otherwise share.
+        self._stem: Optional[str] = None
+        self._renamed_from: Optional[Tuple[str, str]] = None
 
     @classmethod
     def from_arrays(
-        cls, input_path: Optional[str], image: np.ndarray, rows: np.ndarray, keypoints: np.ndarray
+        cls,
+        input_path: Optional[str],
+        image: np.ndarray,
+        rows: np.ndarray,
+        keypoints: np.ndarray,
+        page_index: Optional[int] = None,
     ) -> "KeypointResult":
         """rows: the detector's [M, 6] (class, score, x1, y1, x2, y2) in image
         pixels; keypoints: [M, K, 3] (x, y, score) for the same persons."""
@@ -69,11 +90,11 @@ class KeypointResult(dict):
                     "kpt_score": float(kpts[:, 2].mean()),
                 }
             )
-        return cls(input_path, image, boxes)
+        return cls(input_path, image, boxes, page_index=page_index)
 
     @classmethod
-    def failed(cls, input_path: Optional[str], error: str) -> "KeypointResult":
-        return cls(input_path, None, [], error=error)
+    def failed(cls, input_path: Optional[str], error: str, page_index: Optional[int] = None) -> "KeypointResult":
+        return cls(input_path, None, [], error=error, page_index=page_index)
 
     @property
     def error(self) -> Optional[str]:
@@ -109,7 +130,7 @@ class KeypointResult(dict):
         """To `save_path` if it names a .json file, else to `{save_path}/{stem}_res.json`."""
         target = Path(save_path)
         if mimetypes.guess_type(str(target))[0] != "application/json":
-            target = target / f"{Path(self._input_name()).stem}_res.json"
+            target = target / f"{self._save_stem()}_res.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as f:
             json.dump(self.json["res"], f, indent=indent, ensure_ascii=ensure_ascii)
@@ -139,7 +160,7 @@ class KeypointResult(dict):
         if not _is_image_name(target):
             name = Path(self._input_name())
             suffix = name.suffix if _is_image_name(name) else ".png"
-            target = target / f"{name.stem}_res{suffix}"
+            target = target / f"{self._save_stem()}_res{suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         images["res"].save(target)
         return target
@@ -148,6 +169,27 @@ class KeypointResult(dict):
         """save_to_json and save_to_img, as PaddleX's save_all."""
         self.save_to_json(save_path)
         self.save_to_img(save_path)
+
+    def _save_stem(self) -> str:
+        """The stem of this result's files: its run's (SaveNames), else PaddleX's."""
+        if self._stem is None:
+            return self._natural_stem()
+        if self._renamed_from is not None:
+            log.warning("%s: saved as %s_res.* since %s_res.* is %s's in this run", self._label(), self._stem, *self._renamed_from)
+            self._renamed_from = None  # said once per result
+        return self._stem
+
+    def _natural_stem(self) -> str:
+        """PaddleX's stem: the input's, with `_{page}` for a page (BaseCVResult._get_input_fn)."""
+        stem = Path(self._input_name()).stem
+        page = self.get("page_index")
+        return stem if page is None else f"{stem}_{page}"
+
+    def _label(self) -> str:
+        """The input, as a log line names it."""
+        path = self.get("input_path") or f"array input {self._natural_stem()}"
+        page = self.get("page_index")
+        return str(path) if page is None else f"{path} (page {page})"
 
     def _input_name(self) -> str:
         """The file name saved files are named after."""
@@ -167,6 +209,29 @@ class KeypointResult(dict):
                 self._random_name = f"{int(time.time())}_{random.randint(1000, 9999)}"
             name = self._random_name
         return name
+
+
+class SaveNames:
+    """The file stems of one run's results (one predict call, one CLI run):
+    PaddleX's stem when no earlier result of the run has it, compared without
+    case (macOS and Windows folders ignore it), else the stem with `-2`, `-3`,
+    ... appended, the first number free. Deterministic: it depends only on the
+    inputs and their order, not on which of them fail."""
+
+    def __init__(self) -> None:
+        self._owners: Dict[str, Tuple[str, str]] = {}  # casefolded stem -> (stem, input) of the result that has it
+
+    def claim(self, result: KeypointResult) -> KeypointResult:
+        natural = result._natural_stem()
+        stem, number = natural, 1
+        while stem.casefold() in self._owners:
+            number += 1
+            stem = f"{natural}-{number}"
+        if stem != natural:
+            result._renamed_from = self._owners[natural.casefold()]
+        self._owners[stem.casefold()] = (stem, result._label())
+        result._stem = stem
+        return result
 
 
 def _is_image_name(path: Path) -> bool:

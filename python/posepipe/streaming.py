@@ -122,17 +122,18 @@ def predict_sources(
             images.append(source)
             continue
         if images:
-            yield from pipeline.predict(images, det_threshold=det_threshold)
+            yield from pipeline._predict(images, det_threshold)
             images = []
         try:
             yield from predict_video(pipeline, source.data, det_threshold, options)
         except InputError as e:
             if single:
                 raise
-            log.warning("input failed: %s", e)
+            # Marked as the pipeline marks failed images: a front end that reports failures itself drops it.
+            log.warning("skipping input: %s", e, extra={"input_failure": True})
             yield KeypointResult.failed(source.input_path, str(e))
     if images:
-        yield from pipeline.predict(images, det_threshold=det_threshold)
+        yield from pipeline._predict(images, det_threshold)
 
 
 def predict_video(

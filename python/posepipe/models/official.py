@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
+import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
+from ..download import DownloadError, DownloadPolicy, fetch
 from ..errors import ModelError
 from .spec import DETECTOR, KEYPOINT, load_model_spec
 
@@ -35,8 +37,15 @@ OFFICIAL_MODELS = {
 DEFAULT_BASE_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0"
 # The largest of these tarballs is ~200 MB; the cap only stops a runaway server.
 MAX_DOWNLOAD_BYTES = 1 << 30
-DOWNLOAD_TIMEOUT_S = 30.0
-_CHUNK = 1 << 20
+# The whole download (200 MB at 1 MB/s takes 200 s), and the longest silence of the connection.
+DOWNLOAD_DEADLINE_S = 1800.0
+DOWNLOAD_IDLE_TIMEOUT_S = 60.0
+# Work folders of downloads in progress: `.<name>.partial-<host>-<pid>-<random>` in the cache.
+_PARTIAL = ".partial-"
+# A work folder this old is left over whatever its process (other hosts sharing the cache included).
+_PARTIAL_MAX_AGE_S = 24 * 3600.0
+# Links one archive member may pass through before it is refused as a loop.
+_MAX_LINK_HOPS = 40
 
 
 def resolve_model_dir(
@@ -84,8 +93,11 @@ def download_model(model_name: str, cache_root: Path) -> Path:
         cache_root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelError(f"cannot create the model cache {cache_root}: {e}; set POSEPIPE_HOME or model_dir") from None
+    _sweep_partials(cache_root)
     log.info("posepipe: downloading %s from %s", model_name, url)
-    work = Path(tempfile.mkdtemp(prefix=f".{model_name}-", dir=cache_root))
+    # Removed below on any error or Ctrl-C; a process killed outright leaves it
+    # behind, and the next download in this cache sweeps it away.
+    work = Path(tempfile.mkdtemp(prefix=f".{model_name}{_PARTIAL}{socket.gethostname()}-{os.getpid()}-", dir=cache_root))
     try:
         archive = work / "model.tar"
         _fetch(url, archive)
@@ -110,28 +122,35 @@ def download_model(model_name: str, cache_root: Path) -> Path:
 
 def safe_extract(archive: Path, dest: Path) -> None:
     """Unpack a tar archive of files, folders and links that stay inside `dest`.
-    Absolute names, `..`, links leading outside, devices and fifos are refused
+    Absolute names, `..`, devices and fifos are refused, and so is any member
+    whose path or link target leads outside once the archive's own symlinks
+    are followed (a chain of links each harmless on its own included), all
     before anything is written."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
+            symlinks: Dict[str, str] = {}
             total = 0
             for m in members:
-                _check_member(m, root, archive)
+                _check_member(m, symlinks, archive)
                 total += max(m.size, 0)
             if total > MAX_DOWNLOAD_BYTES * 4:
                 raise ModelError(f"{archive}: unpacks to {total} bytes, more than posepipe accepts")
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: a second line of defence
-                tar.extractall(dest, members=members, filter="data")
+                tar.extractall(root, members=members, filter="data")
             else:
-                tar.extractall(dest, members=members)
+                tar.extractall(root, members=members)
     except (tarfile.TarError, EOFError) as e:
         raise ModelError(f"{archive}: not a valid tar archive ({e})") from None
 
 
-def _check_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
+def _check_member(m: tarfile.TarInfo, symlinks: Dict[str, str], archive: Path) -> None:
+    """Refuse `m` unless it, and any link it is, stays inside the target
+    folder. `symlinks` holds the archive's symlinks seen so far (member path
+    -> target), which later members' paths are resolved through."""
+
     def refuse(why: str):
         raise ModelError(f"{archive}: refusing archive member {m.name!r}: {why}")
 
@@ -141,57 +160,92 @@ def _check_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
         refuse("absolute path")
     if ".." in Path(m.name).parts:
         refuse("'..' in the path")
-    if not _inside(root, root / m.name):
-        refuse("it would be written outside the target folder")
+    name = posixpath.normpath(m.name.replace("\\", "/"))
+    # Where the member is written: its folder through the links before it
+    # (extraction writes a file through a link of the same name, too).
+    written = _resolve_inside(name, symlinks, follow_last=not (m.issym() or m.islnk()))
+    if written is None:
+        refuse("it would be written outside the target folder (through a link)")
     if m.issym() or m.islnk():
-        if os.path.isabs(m.linkname):
+        if os.path.isabs(m.linkname) or m.linkname.startswith(("/", "\\")):
             refuse("link to an absolute path")
         # Symlinks resolve from their own folder; hard links from the archive root.
-        base = (root / m.name).parent if m.issym() else root
-        if not _inside(root, base / m.linkname):
+        base = posixpath.dirname(name) if m.issym() else ""
+        target = posixpath.join(base, m.linkname.replace("\\", "/"))
+        if _resolve_inside(target, symlinks, follow_last=True) is None:
             refuse(f"link to {m.linkname!r} leads outside the target folder")
+        if m.issym():
+            symlinks[name] = m.linkname.replace("\\", "/")
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return os.path.commonpath([root, os.path.normpath(path)]) == str(root)
+def _resolve_inside(path: str, symlinks: Dict[str, str], follow_last: bool, hops: int = 0) -> Optional[str]:
+    """`path` (relative to the archive root) with the archive's symlinks
+    followed component by component, or None when it leaves the root (or
+    loops). The target folder is new and empty, so these are the only links."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list = []
+    for i, part in enumerate(parts):
+        if part == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+            continue
+        candidate = "/".join(resolved + [part])
+        last = i == len(parts) - 1
+        if candidate in symlinks and (follow_last or not last):
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                return None
+            target = symlinks[candidate]
+            if target.startswith("/"):
+                return None
+            inner = _resolve_inside(posixpath.join("/".join(resolved), target), symlinks, True, hops)
+            if inner is None:
+                return None
+            resolved = [p for p in inner.split("/") if p]
+        else:
+            resolved.append(part)
+    return "/".join(resolved)
 
 
 def _fetch(url: str, target: Path) -> None:
     hint = "set model_dir in the pipeline config to a local model directory, or POSEPIPE_MODEL_BASE_URL to a mirror"
+    from .. import __version__
+
+    policy = DownloadPolicy(
+        timeout_s=DOWNLOAD_DEADLINE_S,
+        idle_timeout_s=DOWNLOAD_IDLE_TIMEOUT_S,
+        max_bytes=MAX_DOWNLOAD_BYTES,
+        user_agent=f"posepipe/{__version__}",
+        accept="*/*",
+    )
+    bar = _NoBar()
+
+    def started(length: Optional[int]) -> None:
+        nonlocal bar
+        bar = _progress(length or 0, url)
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        bar.update(len(chunk))
+
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(target, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0)
-            if total > MAX_DOWNLOAD_BYTES:
-                raise ModelError(f"{url}: {total} bytes is more than posepipe downloads ({MAX_DOWNLOAD_BYTES})")
-            done = 0
-            with _progress(total, url) as bar:
-                while True:
-                    chunk = resp.read(_CHUNK)
-                    if not chunk:
-                        break
-                    done += len(chunk)
-                    if done > MAX_DOWNLOAD_BYTES:
-                        raise ModelError(f"{url}: larger than {MAX_DOWNLOAD_BYTES} bytes; stopped")
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            if total and done != total:
-                raise ModelError(f"could not download {url}: got {done} of {total} bytes; {hint}")
-    except urllib.error.HTTPError as e:
-        e.close()  # it holds the open connection
-        raise ModelError(f"could not download {url}: HTTP {e.code} {e.reason}; {hint}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ModelError(f"could not download {url}: {reason}; {hint}") from None
+        with open(target, "wb") as out:
+            try:
+                fetch(url, policy, write, on_length=started)
+            finally:
+                bar.close()
+    except DownloadError as e:
+        raise ModelError(f"could not download {url}: {e.problem}; {hint}") from None
+    except OSError as e:  # writing the archive
+        raise ModelError(f"could not download {url}: cannot write {target} ({e.strerror or e})") from None
 
 
 class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
     def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -234,3 +288,32 @@ def _move_aside(path: Path, work: Path) -> None:
         os.rename(path, work / "old")
     except OSError as e:
         raise ModelError(f"{path}: a broken cached model is in the way and cannot be moved ({e}); remove it") from None
+
+
+def _sweep_partials(cache_root: Path) -> None:
+    """Remove the work folders of downloads whose process is gone (killed
+    before it could clean up), and any older than a day."""
+    here = socket.gethostname()
+    for entry in cache_root.glob(f".*{_PARTIAL}*"):
+        host_pid = entry.name.split(_PARTIAL, 1)[1].rsplit("-", 1)[0]
+        host, _, pid_text = host_pid.rpartition("-")
+        try:
+            old = time.time() - entry.stat().st_mtime > _PARTIAL_MAX_AGE_S
+        except OSError:
+            continue
+        gone = host == here and pid_text.isdigit() and not _process_alive(int(pid_text))
+        if old or gone:
+            log.info("posepipe: removing the leftover download folder %s", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be downloading
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True

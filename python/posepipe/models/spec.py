@@ -1,9 +1,14 @@
 """A model directory (PaddleX / PaddleDetection export) as typed, frozen data.
 
-A directory holds `inference.json` (Paddle 3 PIR program; older exports:
-`inference.pdmodel`), `inference.pdiparams` and `inference.yml`. The yml's
-`Preprocess` list says what the model wants; we read it with PaddleX 3.7.2's
-semantics:
+Two layouts are read (LAYOUTS), each a program, its weights and a yml:
+* PaddleX: `inference.json` (Paddle 3 PIR program; Paddle 2.x exports:
+  `inference.pdmodel`), `inference.pdiparams`, `inference.yml`;
+* PaddleDetection's `tools/export_model.py`: `model.json` / `model.pdmodel`,
+  `model.pdiparams`, `infer_cfg.yml`. PaddleX 3.7.2 refuses this layout; its
+  yml has PaddleX's keys but no `Global.model_name`, so the caller's name for
+  the model (the pipeline config's `model_name`) stands in.
+The yml's `Preprocess` list says what the model wants; we read it with
+PaddleX 3.7.2's semantics:
 
 * Detector: `Resize` (target_size is [h, w]; interp is an OpenCV code 0-4),
   `NormalizeImage`, `Permute`. The image is RGB (PaddleX reads it as RGB).
@@ -25,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ModelError
+from .program import program_input_hw, program_op_types
 
 DETECTOR = "detector"
 KEYPOINT = "keypoint"
@@ -38,10 +44,24 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Permute (HWC -> CHW) is what posepipe always does; it is accepted, not needed.
 _KNOWN_STEPS = frozenset({"Resize", "TopDownEvalAffine", "NormalizeImage", "Permute", "PadStride", "Pad"})
 
-# Op names as they appear in both program formats (PIR json: "1.nearest_interp";
-# legacy protobuf: "nearest_interp_v2"). A byte search finds them without Paddle.
-_INTERP_OPS = re.compile(rb"(?:bilinear|nearest|bicubic|linear|trilinear)_interp")
-_LEAKY_RELU_OPS = re.compile(rb"leaky_relu")
+# Op names of both program formats (PIR: "nearest_interp"; legacy: "nearest_interp_v2").
+_INTERP_OPS = re.compile(r"(?:bilinear|nearest|bicubic|linear|trilinear)_interp")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One exporter's file names; `programs` in the order PaddleX prefers them."""
+
+    name: str
+    programs: Tuple[str, ...]
+    params: str
+    yml: str
+
+
+LAYOUTS = (
+    Layout("PaddleX", ("inference.json", "inference.pdmodel"), "inference.pdiparams", "inference.yml"),
+    Layout("PaddleDetection", ("model.json", "model.pdmodel"), "model.pdiparams", "infer_cfg.yml"),
+)
 
 
 @dataclass(frozen=True)
@@ -90,43 +110,45 @@ class ModelSpec:
     has_leaky_relu: bool
     # TensorRT shapes from the yml's `Hpi` block: input -> [min, opt, max] shapes.
     hpi_dynamic_shapes: Optional[Dict[str, List[List[int]]]] = None
+    # (h, w) of the `image` input as the program declares it; None when dynamic or not found.
+    input_hw: Optional[Tuple[int, int]] = None
 
     @property
     def kind(self) -> str:
         return DETECTOR if self.detector is not None else KEYPOINT
 
 
-def load_model_spec(model_dir, kind: Optional[str] = None) -> ModelSpec:
+def load_model_spec(model_dir, kind: Optional[str] = None, model_name: Optional[str] = None) -> ModelSpec:
     """Read and check a model directory. `kind` ("detector" / "keypoint"), when
-    given, is the role the caller needs; a model of the other kind is refused."""
+    given, is the role the caller needs; a model of the other kind is refused.
+    `model_name` names a model whose yml does not (PaddleDetection's layout);
+    without it, such a model is named after its directory."""
     model_dir = Path(model_dir).expanduser()
     if not model_dir.exists():
         raise ModelError(f"{model_dir}: model directory does not exist")
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: not a directory (give the folder that holds inference.yml)")
-    program = _program_path(model_dir)
-    params = model_dir / "inference.pdiparams"
-    if not params.is_file():
-        raise ModelError(f"{model_dir}: missing inference.pdiparams (the model weights)")
-    cfg = _read_yml(model_dir / "inference.yml")
+    layout, program = find_layout(model_dir)
+    params = model_dir / layout.params
+    cfg = _read_yml(model_dir / layout.yml)
 
-    steps = _parse_steps(model_dir, cfg.get("Preprocess"))
-    detector, keypoint = _preprocess(model_dir, steps)
-    model_name = cfg["Global"].get("model_name") if isinstance(cfg.get("Global"), dict) else None
-    if not isinstance(model_name, str) or not model_name:
-        raise ModelError(f"{model_dir}/inference.yml: missing Global.model_name")
+    steps = _parse_steps(model_dir / layout.yml, cfg.get("Preprocess"))
+    detector, keypoint = _preprocess(model_dir / layout.yml, steps)
+    named = cfg["Global"].get("model_name") if isinstance(cfg.get("Global"), dict) else None
+    if layout is LAYOUTS[0] and (not isinstance(named, str) or not named):
+        raise ModelError(f"{model_dir}/{layout.yml}: missing Global.model_name")
     threshold = cfg.get("draw_threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise ModelError(f"{model_dir}/inference.yml: draw_threshold must be a number, got {threshold!r}")
+        raise ModelError(f"{model_dir}/{layout.yml}: draw_threshold must be a number, got {threshold!r}")
     labels = cfg.get("label_list") or []
     if not isinstance(labels, list):
-        raise ModelError(f"{model_dir}/inference.yml: label_list must be a list")
+        raise ModelError(f"{model_dir}/{layout.yml}: label_list must be a list")
     arch = cfg.get("arch")
 
-    code = program.read_bytes()
+    ops = program_op_types(program)
     spec = ModelSpec(
         model_dir=model_dir,
-        model_name=model_name,
+        model_name=named if isinstance(named, str) and named else model_name or model_dir.resolve().name,
         arch=str(arch) if arch is not None else None,
         draw_threshold=float(threshold),
         label_list=tuple(str(x) for x in labels),
@@ -134,10 +156,12 @@ def load_model_spec(model_dir, kind: Optional[str] = None) -> ModelSpec:
         params_path=params,
         detector=detector,
         keypoint=keypoint,
-        has_interpolate=bool(_INTERP_OPS.search(code)),
-        has_leaky_relu=bool(_LEAKY_RELU_OPS.search(code)),
+        has_interpolate=any(_INTERP_OPS.match(op) for op in ops),
+        has_leaky_relu="leaky_relu" in ops,
         hpi_dynamic_shapes=_hpi_dynamic_shapes(cfg.get("Hpi")),
+        input_hw=program_input_hw(program),
     )
+    _check_input_size(spec, model_dir / layout.yml)
     if kind is not None and spec.kind != kind:
         raise ModelError(
             f"{model_dir}: this is a {spec.kind} model ({spec.model_name}), but a {kind} model is needed here"
@@ -145,17 +169,96 @@ def load_model_spec(model_dir, kind: Optional[str] = None) -> ModelSpec:
     return spec
 
 
-def _program_path(model_dir: Path) -> Path:
-    # PaddleX prefers the PIR program when both exist.
-    for name in ("inference.json", "inference.pdmodel"):
-        if (model_dir / name).is_file():
-            return model_dir / name
-    raise ModelError(f"{model_dir}: no inference.json or inference.pdmodel (the model program) in this directory")
+def read_model_name(model_dir) -> Optional[str]:
+    """Global.model_name of the directory's yml, or None when it has none or
+    cannot be read (loading the directory then says why)."""
+    try:
+        layout, _ = find_layout(Path(model_dir).expanduser())
+        cfg = _read_yml(Path(model_dir).expanduser() / layout.yml)
+    except (ModelError, OSError):
+        return None
+    name = cfg.get("Global", {}).get("model_name") if isinstance(cfg.get("Global"), dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _check_input_size(spec: ModelSpec, yml: Path) -> None:
+    """The yml's preprocessing must make images of the size the program takes;
+    otherwise the model fails deep inside its graph on every image."""
+    if spec.input_hw is None:
+        return
+    if spec.detector is not None:
+        made, step, key, noun = spec.detector.target_hw, "Resize", "target_size", "images"
+    else:
+        made, step, key, noun = spec.keypoint.input_wh[::-1], "TopDownEvalAffine", "trainsize", "crops"
+    if tuple(made) != spec.input_hw:
+        raise ModelError(
+            f"{yml}: {step} makes {made[0]}x{made[1]} (h x w) {noun}, but the model's program "
+            f"({spec.program_path.name}) takes {spec.input_hw[0]}x{spec.input_hw[1]}; make {key} match the program"
+        )
+
+
+def find_layout(model_dir: Path) -> Tuple[Layout, Path]:
+    """The directory's layout and program file, or a ModelError that says what
+    the directory holds instead and what to do about it."""
+    for layout in LAYOUTS:
+        program = next((model_dir / n for n in layout.programs if (model_dir / n).is_file()), None)
+        if program is not None and (model_dir / layout.params).is_file() and (model_dir / layout.yml).is_file():
+            return layout, program
+    raise ModelError(f"{model_dir}: {_what_is_wrong(model_dir)}")
+
+
+def _what_is_wrong(model_dir: Path) -> str:
+    names = {p.name for p in model_dir.iterdir() if p.is_file()}
+    expected = "; ".join(
+        f"{layout.name}: {' or '.join(layout.programs)} + {layout.params} + {layout.yml}" for layout in LAYOUTS
+    )
+    # The closest layout: the one with the most of its files present.
+    def present(layout: Layout) -> int:
+        return sum(n in names for n in (*layout.programs, layout.params, layout.yml))
+
+    if names & {"__model__", "__params__"}:
+        return "a Paddle 1.x export (__model__/__params__), which Paddle 3 cannot run; export the model again with PaddleDetection 2.x or PaddleX 3"
+    best = max(LAYOUTS, key=present)
+    if present(best):
+        missing = [
+            what
+            for what, ok in (
+                (" or ".join(best.programs) + " (the model program)", any(n in names for n in best.programs)),
+                (f"{best.params} (the model weights)", best.params in names),
+                (f"{best.yml} (the preprocessing settings)", best.yml in names),
+            )
+            if not ok
+        ]
+        if "model.yml" in names and best.yml not in names:
+            return (
+                "model.yml is PaddleX 2.x's own export format, which posepipe (like PaddleX 3) does not read; "
+                "export the model again with PaddleX 3 or PaddleDetection"
+            )
+        found = ", ".join(sorted(n for n in names if n in (*best.programs, best.params, best.yml)))
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{best.name} export files ({found}), but {' and '.join(missing)} {verb} missing (expected {expected})"
+    inside = sorted(
+        p.name for p in model_dir.iterdir() if p.is_dir() and any((p / layout.yml).is_file() for layout in LAYOUTS)
+    )
+    if inside:
+        return f"no model files here, but the subfolder {inside[0]!r} holds a model export: set model_dir to {model_dir / inside[0]}"
+    weights = sorted(n for n in names if n.endswith((".pdparams", ".pdopt", ".pdema")))
+    if weights:
+        return (
+            f"training weights ({', '.join(weights[:3])}), not an exported inference model. Export it first "
+            "(PaddleX: python main.py -c <model>.yaml -o Global.mode=export -o Export.weight_path=...; "
+            "PaddleDetection: tools/export_model.py) and set model_dir to the export "
+            "(PaddleX training writes one to output/best_model/inference)"
+        )
+    if any(n.endswith(".onnx") for n in names):
+        return (
+            f"an ONNX file without the Paddle export it came from (expected {expected}); "
+            "posepipe reads the preprocessing from the export's yml and converts to ONNX itself (use_hpip)"
+        )
+    return f"no inference.json or inference.pdmodel (the model program) in this directory (expected {expected})"
 
 
 def _read_yml(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise ModelError(f"{path}: missing (every exported model directory has an inference.yml)")
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -165,9 +268,9 @@ def _read_yml(path: Path) -> Dict[str, Any]:
     return cfg
 
 
-def _parse_steps(model_dir: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
+def _parse_steps(yml: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
     """Preprocess list -> {op type: its arguments}, refusing unknown ops."""
-    where = f"{model_dir}/inference.yml"
+    where = str(yml)
     if not isinstance(raw, list) or not raw:
         raise ModelError(f"{where}: missing the Preprocess list")
     steps: Dict[str, Dict[str, Any]] = {}
@@ -185,8 +288,8 @@ def _parse_steps(model_dir: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
     return steps
 
 
-def _preprocess(model_dir: Path, steps: Dict[str, Dict[str, Any]]):
-    where = f"{model_dir}/inference.yml"
+def _preprocess(yml: Path, steps: Dict[str, Dict[str, Any]]):
+    where = str(yml)
     is_det, is_kpt = "Resize" in steps, "TopDownEvalAffine" in steps
     if is_det == is_kpt:
         raise ModelError(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..errors import DeviceError
+from .paddle_import import import_paddle
 
 # PaddleX 3.7.2's device types. gpu/dcu use Paddle's CUDA/ROCm build, xpu its
 # XPU build, the rest are custom-device plugins (paddle-custom-npu, ...).
@@ -92,7 +93,6 @@ def _check_available(device: Device) -> Device:
 def _paddle() -> Optional[object]:
     """paddle, or None when it is not installed (a CPU-only run may use another backend)."""
     try:
-        import paddle
+        return import_paddle()
     except ImportError:
         return None
-    return paddle

@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import ConfigError, ModelError
 from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
+from .paddle_import import import_paddle
 
 log = logging.getLogger("posepipe")
 
@@ -56,6 +57,7 @@ LEAKY_RELU_WORKAROUND_PASS = "conv2d_bias_fuse_pass"
 
 def import_paddle_inference():
     try:
+        import_paddle()
         import paddle.inference as paddle_inference
     except ImportError as e:
         raise BackendUnavailable(f"{INSTALL_HINT} ({e})") from e

@@ -33,6 +33,7 @@ from .device import Device
 from .onnx_export import model_key, posepipe_home
 from .onnxruntime import trt_batch_profile
 from .paddle import ZeroCopyRunner, import_paddle_inference
+from .paddle_import import import_paddle
 
 log = logging.getLogger("posepipe")
 
@@ -44,7 +45,7 @@ _WARMUP_RANGES = {"image": (-2.0, 2.5), "scale_factor": (0.5, 1.5), "im_shape": 
 def require_cuda_paddle(device: Device):
     """paddle, when it can run on this CUDA device; else BackendUnavailable with the reason."""
     try:
-        import paddle
+        paddle = import_paddle()
     except ImportError as e:
         raise BackendUnavailable(f"paddlepaddle-gpu is not installed ({e})") from e
     if not paddle.device.is_compiled_with_cuda():

@@ -48,6 +48,7 @@ from ..models.spec import KEYPOINT, ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import SHIPPED_NAME, file_digest, model_key, posepipe_home
+from .paddle_import import import_paddle
 from .parity import TOLERANCES, ParityReport, compare, summarize
 
 log = logging.getLogger("posepipe")
@@ -435,8 +436,7 @@ def _machine(device: Device) -> str:
     carry one machine's choice to another."""
     if device.kind == "gpu":
         try:
-            import paddle
-
+            paddle = import_paddle()
             if paddle.device.is_compiled_with_cuda():
                 return str(paddle.device.cuda.get_device_name(device.index))
         except Exception:  # no CUDA paddle: the provider list decides anyway

@@ -5,9 +5,16 @@
     # or create_app("my.yaml"), create_app({...config dict...}), create_app(pipeline_object)
 
 Run it with any ASGI server (`uvicorn module:app`); `posepipe serve` (see
-`server.serve`) also sets up logging and graceful shutdown. Models load in the
-background after startup: /health answers at once, /ready and the inference
-endpoint answer 503 until the pipeline is loaded and warmed up."""
+`server.serve`) also sets up logging, header timeouts and graceful shutdown.
+Models load in the background after startup: /health answers at once, /ready
+answers 503 until the pipeline is loaded and warmed up, and an inference
+request that comes before waits for that (up to `ready_wait_s`).
+
+One inference request, in order: wait for readiness; take a place in the queue
+(or 503 at once); only then read the body (within `body_timeout_s`) and parse
+it; fetch a URL image with a download slot instead of the queue place; decode;
+detect and estimate in the shared schedule (batching.py); answer. A request
+whose client has gone is dropped wherever it waits."""
 from __future__ import annotations
 
 import asyncio
@@ -19,23 +26,25 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .. import __version__
+from ..download import Deadline, DownloadError, DownloadPolicy, fetch_bytes
 from ..errors import InputError
 from ..io import Frame, InputLimits
 from . import inputs
 from .batching import Batcher, Closed, QueueFull
 from .errors import ApiError, dumps, error_response
 from .metrics import Metrics
-from .middleware import BodyLimit, RequestContext, request_state
-from .schemas import INFER_ENDPOINT, ErrorResponse, InferRequest, InferResponse
+from .middleware import BodyPolicy, BodyTooLarge, RequestContext, request_state
+from .schemas import INFER_ENDPOINT, ErrorResponse, InferRequest, InferResponse, parse_request
 from .settings import ServingSettings
 
 log = logging.getLogger("posepipe.serving")
@@ -45,17 +54,27 @@ PipelineSpec = Union[str, os.PathLike, Mapping[str, Any], Any]
 _ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The image cannot be used (bad base64, not an image, "
           "truncated, URL refused or not fetchable)"},
+    408: {"model": ErrorResponse, "description": "The request body did not arrive within the timeout"},
     413: {"model": ErrorResponse, "description": "Request body, image bytes or image pixels over the limit"},
+    415: {"model": ErrorResponse, "description": "A compressed request body (Content-Encoding); send plain JSON"},
     422: {"model": ErrorResponse, "description": "The body is not the documented JSON (errorMsg: JSON list of errors)"},
     500: {"model": ErrorResponse, "description": "Internal server error"},
-    503: {"model": ErrorResponse, "description": "Overloaded, not ready yet, or shutting down; see Retry-After"},
+    503: {"model": ErrorResponse, "description": "Overloaded, not ready in time, or shutting down; see Retry-After"},
     504: {"model": ErrorResponse, "description": "The image URL did not download within the timeout"},
 }
+# JPEG's largest side (libjpeg's JPEG_MAX_DIMENSION); larger visualizations are scaled down to fit.
+JPEG_MAX_SIDE = 65500
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its reply."""
 
 
 class ServingRuntime:
     """What one app holds between requests: the pipeline, the batcher, the
-    thread pools, the URL client, the metrics and the readiness state."""
+    thread pools, the download policy, the metrics and the readiness state.
+    It is also the batcher's view of the pipeline (predict_boxes,
+    estimate_keypoints, build_result), which exists only once loaded."""
 
     def __init__(
         self,
@@ -72,14 +91,24 @@ class ServingRuntime:
         self.limits = InputLimits(
             max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes, url_timeout=settings.url_timeout_s
         )
+        self.download_policy = DownloadPolicy(
+            timeout_s=settings.url_timeout_s,
+            max_bytes=settings.max_image_bytes,
+            max_redirects=settings.max_redirects,
+            allow_private=settings.allow_private_urls,
+            user_agent=f"posepipe/{__version__}",
+        )
         self._spec = pipeline
         self._device = device
         self._use_hpip = use_hpip
         self._pipeline_options = dict(pipeline_options or {})
         self.pipeline: Any = None if _is_config(pipeline) else pipeline
-        if self.pipeline is not None and not hasattr(self.pipeline, "predict_frames"):
+        if self.pipeline is not None and not all(
+            hasattr(self.pipeline, name) for name in ("predict_boxes", "estimate_keypoints", "build_result")
+        ):
             raise TypeError(
-                "create_app: give a pipeline name, a YAML path, a config dict, or an object with predict_frames()"
+                "create_app: give a pipeline name, a YAML path, a config dict, or an object with predict_boxes(), "
+                "estimate_keypoints() and build_result() (as posepipe's pipeline has)"
             )
         serving_section = _serving_section(pipeline)
         self.visualize_default = (
@@ -89,9 +118,11 @@ class ServingRuntime:
         self.load_error: Optional[str] = None
         self.on_load_failure: Optional[Callable[[BaseException], None]] = None
         self.batcher: Optional[Batcher] = None
-        self.fetcher: Optional[inputs.UrlFetcher] = None
+        self.decode_pool: Optional[ThreadPoolExecutor] = None
+        self.downloads = 0  # URL downloads in progress
+        self._settled: Optional[asyncio.Event] = None  # set once ready, failed or shutting down
         self._infer_pool: Optional[ThreadPoolExecutor] = None
-        self._decode_pool: Optional[ThreadPoolExecutor] = None
+        self._download_pool: Optional[ThreadPoolExecutor] = None
         self._load_task: Optional[asyncio.Task] = None
 
     @property
@@ -102,41 +133,50 @@ class ServingRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        self._settled = asyncio.Event()
         self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-infer")
-        self._decode_pool = ThreadPoolExecutor(max_workers=s.decode_workers, thread_name_prefix="posepipe-decode")
-        self.fetcher = inputs.UrlFetcher(
-            allow_private=s.allow_private_urls,
-            timeout_s=s.url_timeout_s,
-            max_bytes=s.max_image_bytes,
-            max_redirects=s.max_redirects,
-            user_agent=f"posepipe/{__version__}",
-        )
+        self.decode_pool = ThreadPoolExecutor(max_workers=s.decode_workers, thread_name_prefix="posepipe-decode")
+        # One thread per download slot: a slow URL holds a thread, never the event loop or a queue place.
+        self._download_pool = ThreadPoolExecutor(max_workers=s.max_downloads, thread_name_prefix="posepipe-download")
         self.batcher = Batcher(
-            self._run_batch,
+            self,
             self._infer_pool,
             max_batch=s.max_batch,
             max_wait_s=s.max_wait_ms / 1000.0,
             max_queue=s.max_queue,
             max_queue_pixels=s.max_queue_pixels,
+            max_persons=s.max_persons,
+            max_batch_persons=s.max_batch_persons,
+            max_queue_persons=s.max_queue_persons,
             on_batch=self.metrics.observe_batch,
+            on_keypoint_step=self.metrics.observe_keypoint_step,
             on_depth=self.metrics.queue_depth.set,
         )
         self.batcher.start()
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="posepipe-load")
 
+    def begin_shutdown(self) -> None:
+        """Refuse new work from now on (the queue still runs what it holds);
+        requests waiting for readiness get their 503 at once."""
+        if self.status != "shutting down":
+            self.status = "shutting down"
+            self.metrics.ready.set(0)
+        if self._settled is not None:
+            self._settled.set()
+
     async def stop(self) -> None:
-        self.status = "shutting down"
-        self.metrics.ready.set(0)
+        self.begin_shutdown()
         if self.batcher is not None:
             await self.batcher.close()
-        if self.fetcher is not None:
-            await self.fetcher.aclose()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
-        if self._decode_pool is not None:
-            self._decode_pool.shutdown(wait=True)
         if self._infer_pool is not None:
             self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        # Decodes and downloads still running end on their own (a download at its
+        # deadline); they are waited for off the event loop, which keeps serving.
+        loop = asyncio.get_running_loop()
+        pools = [pool for pool in (self.decode_pool, self._download_pool) if pool is not None]
+        await asyncio.gather(*(loop.run_in_executor(None, pool.shutdown) for pool in pools))
         log.info("stopped")
 
     async def _load(self) -> None:
@@ -148,14 +188,19 @@ class ServingRuntime:
                 log.info("loading the pipeline", extra={"pipeline": _describe(self._spec)})
                 # Built on the inference thread: Paddle predictors stay on the thread that made them.
                 self.pipeline = await loop.run_in_executor(self._infer_pool, self._build)
-            if self.settings.warmup:
+            warmup = getattr(self.pipeline, "warmup", None)
+            if self.settings.warmup and callable(warmup) and self.status != "shutting down":
+                # Every batch shape once, so the first requests don't pay for kernel
+                # selection and memory allocation (with oneDNN 0.3-1 s per new shape).
                 self.status = "warming up"
-                await loop.run_in_executor(self._infer_pool, self._warm)
+                await loop.run_in_executor(self._infer_pool, warmup)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - reported through /ready and the log
             self.status = "failed"
             self.load_error = f"{type(e).__name__}: {e}"
+            assert self._settled is not None
+            self._settled.set()
             log.error("the pipeline failed to load: %s", self.load_error, exc_info=True)
             if self.on_load_failure is not None:
                 self.on_load_failure(e)
@@ -163,6 +208,8 @@ class ServingRuntime:
         if self.status == "shutting down":
             return
         self.status = "ready"
+        assert self._settled is not None
+        self._settled.set()
         self.metrics.ready.set(1)
         log.info("ready", extra={"seconds": round(time.perf_counter() - started, 3)})
 
@@ -177,44 +224,49 @@ class ServingRuntime:
             pipeline=os.fspath(self._spec), device=self._device, use_hpip=self._use_hpip, **self._pipeline_options
         )
 
-    def _warm(self) -> None:
-        """Run every batch size the server can send once, so the first real
-        requests don't pay for kernel selection and memory allocation (with
-        oneDNN a new input shape costs 0.3-1 s once). A pipeline with its own
-        `warmup()` (e.g. one that also warms its keypoint model,
-        which synthetic frames without people cannot reach) is asked to do it."""
-        warmup = getattr(self.pipeline, "warmup", None)
-        if callable(warmup):
-            warmup()
-            return
-        rng = np.random.default_rng(0)
-        image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
-        for size in range(1, self.settings.max_batch + 1):
-            self.pipeline.predict_frames([Frame(image, None) for _ in range(size)], None)
+    # --- the batcher's view of the pipeline (called on the inference thread) -----
 
-    def _run_batch(self, frames: List[Frame], threshold: Optional[float]) -> Sequence[Any]:
-        return self.pipeline.predict_frames(frames, threshold)
+    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float]) -> List[np.ndarray]:
+        return self.pipeline.predict_boxes(frames, det_threshold)
+
+    def estimate_keypoints(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
+        return self.pipeline.estimate_keypoints(frames, boxes)
+
+    def build_result(self, frame: Frame, boxes: np.ndarray, keypoints: np.ndarray) -> Any:
+        return self.pipeline.build_result(frame, boxes, keypoints)
 
     # --- one request -------------------------------------------------------------
 
+    async def wait_ready(self) -> None:
+        """While the models load, wait for them, up to ready_wait_s (`admit` then says whether they came)."""
+        if self.status in ("starting", "loading", "warming up") and self._settled is not None:
+            try:
+                await asyncio.wait_for(self._settled.wait(), self.settings.ready_wait_s)
+            except asyncio.TimeoutError:
+                pass
+
     def admit(self) -> None:
+        """Take a place in the queue, or 503 at once (not ready, shutting down, full)."""
         if not self.ready:
-            reason = "shutting_down" if self.status == "shutting down" else "not_ready"
-            self.metrics.rejected.labels(reason).inc()
-            raise ApiError(503, self.not_ready_message(), {"Retry-After": str(self.settings.retry_after_s)})
+            self.metrics.rejected.labels("shutting_down" if self.status == "shutting down" else "not_ready").inc()
+            raise ApiError(503, self.not_ready_message(), self._retry_after())
         assert self.batcher is not None
         try:
             self.batcher.try_reserve()
-        except QueueFull:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(
-                503,
-                f"the server is busy: {self.settings.max_queue} requests are already waiting; retry later",
-                {"Retry-After": str(self.settings.retry_after_s)},
-            ) from None
+        except QueueFull as e:
+            if e.what == "persons":
+                self.metrics.rejected.labels("persons_full").inc()
+                message = (
+                    f"the server is busy: {self.batcher.queued_persons} persons found in earlier images are waiting "
+                    "for their keypoints; retry later"
+                )
+            else:
+                self.metrics.rejected.labels("queue_full").inc()
+                message = f"the server is busy: its queue is full ({self.settings.max_queue} requests); retry later"
+            raise ApiError(503, message, self._retry_after()) from None
         except Closed:
             self.metrics.rejected.labels("shutting_down").inc()
-            raise ApiError(503, "the server is shutting down", {"Retry-After": str(self.settings.retry_after_s)}) from None
+            raise ApiError(503, "the server is shutting down", self._retry_after()) from None
 
     def not_ready_message(self) -> str:
         if self.status == "failed":
@@ -223,24 +275,55 @@ class ServingRuntime:
             return "the server is shutting down"
         return f"not ready: {self.status}"
 
-    async def load_image(self, text: str) -> np.ndarray:
+    def _retry_after(self) -> Dict[str, str]:
+        return {"Retry-After": str(self.settings.retry_after_s)}
+
+    async def handle(self, request: Request, state: Dict[str, Any]) -> bytes:
+        """One inference request, from its headers to the reply's body."""
+        await self.wait_ready()
+        self.admit()
+        held = [True]  # this request holds a queue place (submit takes it over)
+        try:
+            raw = await self._read_body(request)
+            body = parse_request(raw, request.headers.get("content-type"))
+            state["client_log_id"] = _client_log_id(body.model_extra)
+            return await _unless_client_leaves(request, self._answer(body, state, held))
+        finally:
+            if held[0]:
+                assert self.batcher is not None
+                self.batcher.release()
+
+    async def _read_body(self, request: Request) -> bytes:
+        try:
+            raw = await asyncio.wait_for(request.body(), self.settings.body_timeout_s)
+            request_state(request.scope)["body_read"] = True
+            return raw
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
+                {"Connection": "close"},
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone() from None
+        except BodyTooLarge as e:
+            raise ApiError(413, str(e), {"Connection": "close"}) from None
+
+    async def _answer(self, body: InferRequest, state: Dict[str, Any], held: List[bool]) -> bytes:
+        assert self.batcher is not None and self.decode_pool is not None
         loop = asyncio.get_running_loop()
-        if inputs.is_url(text):
+        if inputs.is_url(body.image):
             if not self.settings.allow_url_inputs:
                 raise ApiError(400, "image: URL inputs are disabled on this server; send the image as base64")
-            assert self.fetcher is not None
-            data = await self.fetcher.fetch(text)
-            return await loop.run_in_executor(self._decode_pool, inputs.decode_image, data, self.limits)
-        return await loop.run_in_executor(self._decode_pool, inputs.image_from_base64, text, self.limits)
-
-    async def infer(self, body: InferRequest, log_id: str) -> bytes:
-        self.admit()
-        assert self.batcher is not None
-        try:
-            image = await self.load_image(body.image)
-        except BaseException:
-            self.batcher.release()
-            raise
+            self.batcher.release()  # the download holds a download slot instead
+            held[0] = False
+            data = await self._download(body.image, state)
+            self.admit()
+            held[0] = True
+            image = await loop.run_in_executor(self.decode_pool, inputs.decode_image, data, self.limits)
+        else:
+            image = await loop.run_in_executor(self.decode_pool, inputs.image_from_base64, body.image, self.limits)
+        held[0] = False
         try:
             result = await self.batcher.submit(Frame(image, None), body.detThreshold, image.shape[0] * image.shape[1])
         except QueueFull:
@@ -249,18 +332,82 @@ class ServingRuntime:
                 503,
                 f"the server is busy: the waiting images already hold {self.settings.max_queue_pixels} pixels; "
                 "retry later",
-                {"Retry-After": str(self.settings.retry_after_s)},
+                self._retry_after(),
             ) from None
         except Closed:
             self.metrics.rejected.labels("shutting_down").inc()
-            raise ApiError(503, "the server is shutting down", {"Retry-After": str(self.settings.retry_after_s)}) from None
+            raise ApiError(503, "the server is shutting down", self._retry_after()) from None
         except InputError as e:
             raise ApiError(400, str(e)) from None
         visualize = body.visualize if body.visualize is not None else self.visualize_default
         if visualize:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._decode_pool, _success_body, log_id, result, True)
-        return _success_body(log_id, result, False)
+            return await loop.run_in_executor(self.decode_pool, _success_body, state["log_id"], result, True)
+        return _success_body(state["log_id"], result, False)
+
+    async def _download(self, url: str, state: Dict[str, Any]) -> bytes:
+        s = self.settings
+        assert self._download_pool is not None
+        if self.downloads >= s.max_downloads:
+            self.metrics.rejected.labels("downloads_full").inc()
+            raise ApiError(
+                503,
+                f"the server is busy: {self.downloads} image URL downloads are in progress; retry later",
+                self._retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(s.url_timeout_s)
+        self.downloads += 1
+        self.metrics.downloads.set(self.downloads)
+        job = self._download_pool.submit(fetch_bytes, url, self.download_policy, deadline)
+        # The slot frees when the thread is done, which a cancelled request's abort makes prompt.
+        job.add_done_callback(lambda _: _call_soon(loop, self._download_done))
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            deadline.cancel()
+            raise
+        except DownloadError as e:
+            if e.detail:
+                state["detail"] = e.detail
+            raise inputs.download_error(e) from None
+
+    def _download_done(self) -> None:
+        self.downloads -= 1
+        self.metrics.downloads.set(self.downloads)
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[bytes]) -> bytes:
+    """The outcome of `work`, or ClientGone (and `work` cancelled, which takes
+    its frame out of the queue) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if task in done:
+        return task.result()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - its outcome no longer has anyone to go to
+        pass
+    raise ClientGone()
+
+
+async def _disconnected(receive: Callable[[], Awaitable[Dict[str, Any]]]) -> None:
+    # The body has been read: what comes next is the disconnect (or nothing,
+    # until the reply is complete).
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:  # the loop has closed: nothing is counting any more
+        pass
 
 
 def _success_body(log_id: str, result: Any, visualize: bool) -> bytes:
@@ -278,10 +425,27 @@ def _success_body(log_id: str, result: Any, visualize: bool) -> bytes:
     if visualize:
         drawn = result.img.get("res")
         if drawn is not None:
-            with io.BytesIO() as buffer:
-                drawn.convert("RGB").save(buffer, format="JPEG")
-                payload["image"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+            payload["image"] = base64.b64encode(_jpeg(drawn)).decode("ascii")
     return dumps({"logId": log_id, "result": payload, "errorCode": 0, "errorMsg": "Success"})
+
+
+def _jpeg(image: Any) -> bytes:
+    """The visualization as JPEG; a side longer than JPEG allows is scaled down
+    to JPEG_MAX_SIDE, keeping the aspect ratio (the persons' coordinates in
+    the reply stay in input pixels)."""
+    image = image.convert("RGB")
+    longest = max(image.size)
+    if longest > JPEG_MAX_SIDE:
+        scale = JPEG_MAX_SIDE / longest
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    with io.BytesIO() as buffer:
+        image.save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
 
 
 def _is_config(pipeline: PipelineSpec) -> bool:
@@ -340,7 +504,8 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app serving `pipeline`: a pipeline name, a PaddleX pipeline YAML
     path or config dict (built with posepipe.create_pipeline after startup), or
-    an already built pipeline object with `predict_frames(frames, det_threshold)`.
+    an already built pipeline object with posepipe's stage methods
+    (`predict_boxes`, `estimate_keypoints`, `build_result`, and optionally `warmup`).
     `device`, `use_hpip` and `pipeline_options` go to create_pipeline."""
     settings = settings or ServingSettings()
     runtime = ServingRuntime(
@@ -413,6 +578,7 @@ def create_app(
     async def _metrics() -> Response:
         if runtime.batcher is not None:
             runtime.metrics.queue_pixels.set(runtime.batcher.queued_pixels)
+            runtime.metrics.queue_persons.set(runtime.batcher.queued_persons)
         return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
     @app.post(
@@ -422,21 +588,48 @@ def create_app(
         response_model_exclude_none=True,
         responses=_ERROR_RESPONSES,
         summary="Human keypoint detection on one image",
+        # The body is read by the handler, after admission; documented here.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}},
+            }
+        },
     )
-    async def _infer(request: Request, body: InferRequest) -> Response:
+    async def _infer(request: Request) -> Response:
         state = request_state(request.scope)
         try:
-            payload = await runtime.infer(body, state["log_id"])
-        except ApiError:
-            state["log_id"] = _client_log_id(body.model_extra) or state["log_id"]
+            payload = await runtime.handle(request, state)
+        except ClientGone:
+            state["client_gone"] = True
+            return Response(status_code=499)  # nobody reads it; the access log says 499
+        except ApiError as e:
+            state["log_id"] = state.get("client_log_id") or state["log_id"]
+            if not state.get("body_read") and _has_body(request):
+                # Refused unread (not ready, busy): the body is not read to find the next request.
+                e.headers.setdefault("Connection", "close")
+            raise
+        except RequestValidationError:
             raise
         except Exception:  # noqa: BLE001 - a pipeline bug: logged with the logId, answered 500
-            state["log_id"] = _client_log_id(body.model_extra) or state["log_id"]
+            state["log_id"] = state.get("client_log_id") or state["log_id"]
             log.exception("inference failed", extra={"logId": state["log_id"]})
             raise ApiError(500, "Internal server error") from None
         return Response(payload, media_type="application/json")
 
-    # Outermost last: RequestContext sees every request, including 413s.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    base_openapi = app.openapi
+
+    def openapi() -> Dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["InferRequest"] = (
+                InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    # Outermost last: RequestContext sees every request, including 413s and 415s.
+    app.add_middleware(BodyPolicy, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=runtime.metrics, access_log_enabled=settings.access_log)
     return app

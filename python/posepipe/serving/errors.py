@@ -5,13 +5,16 @@ Status codes (README "HTTP serving" has the same table):
   400  the image cannot be used: bad base64, not an image, truncated or corrupt,
        a URL that is refused (private address, scheme) or cannot be fetched
   404  unknown path;  405  wrong method
+  408  the request headers or body did not arrive within their timeout
   413  request body, encoded image or decoded pixel count over its limit
+  415  a compressed request body (Content-Encoding)
   422  the body is not the documented JSON (PaddleX's errorMsg: a JSON list of
-       {type, loc, msg})
+       {type, loc, msg}), detThreshold outside 0..1 included
   500  a bug: the pipeline failed on a decoded image ("Internal server error")
-  503  overloaded (queue full), models not loaded yet, or shutting down;
-       with Retry-After
+  503  overloaded (queue, keypoint work or downloads full), models not ready
+       within ready_wait_s, or shutting down; with Retry-After
   504  a URL download did not finish within the timeout
+Logs and metrics only: 499, the client left before its reply.
 """
 from __future__ import annotations
 

@@ -36,22 +36,26 @@ class Metrics:
         self.in_flight = Gauge("posepipe_http_requests_in_flight", "HTTP requests being handled", registry=registry)
         self.queue_depth = Gauge(
             "posepipe_queue_depth",
-            "Inference requests admitted and not yet on the pipeline (decoding or waiting for a batch)",
+            "Inference requests admitted and not yet detected (reading their body, decoding or waiting for a batch)",
             registry=registry,
         )
         self.queue_pixels = Gauge(
             "posepipe_queue_pixels", "Decoded pixels held by requests waiting for a batch", registry=registry
         )
         self.queue_limit = Gauge("posepipe_queue_limit", "max_queue: above it requests get 503", registry=registry)
+        self.queue_persons = Gauge(
+            "posepipe_queue_persons", "Persons found and waiting for their keypoints", registry=registry
+        )
+        self.downloads = Gauge("posepipe_downloads_in_progress", "Image URL downloads in progress", registry=registry)
         batch_buckets: List[float] = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, max_batch})
         self.batch_size = Histogram(
             "posepipe_batch_size",
-            "Images per pipeline call",
+            "Images per detector batch",
             buckets=[b for b in batch_buckets if b <= max_batch],
             registry=registry,
         )
         self.batch_seconds = Histogram(
-            "posepipe_batch_duration_seconds", "Wall time of one pipeline call", buckets=LATENCY_BUCKETS, registry=registry
+            "posepipe_batch_duration_seconds", "Wall time of one detector batch", buckets=LATENCY_BUCKETS, registry=registry
         )
         self.queue_wait = Histogram(
             "posepipe_queue_wait_seconds",
@@ -60,9 +64,20 @@ class Metrics:
             registry=registry,
         )
         self.images = Counter("posepipe_images", "Images run through the pipeline", registry=registry)
+        self.keypoint_persons = Histogram(
+            "posepipe_keypoint_step_persons",
+            "Persons per keypoint step",
+            buckets=[1, 2, 4, 8, 16, 32, 64, 128],
+            registry=registry,
+        )
+        self.keypoint_seconds = Histogram(
+            "posepipe_keypoint_step_duration_seconds", "Wall time of one keypoint step", buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.rejected = Counter(
             "posepipe_rejected_requests",
-            "Inference requests answered 503 without running: queue_full, not_ready, shutting_down",
+            "Inference requests answered 503 without running: queue_full, persons_full, downloads_full, not_ready, "
+            "shutting_down",
             ["reason"],
             registry=registry,
         )
@@ -81,6 +96,10 @@ class Metrics:
         self.images.inc(size)
         for wait in waits:
             self.queue_wait.observe(wait)
+
+    def observe_keypoint_step(self, persons: int, seconds: float) -> None:
+        self.keypoint_persons.observe(persons)
+        self.keypoint_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

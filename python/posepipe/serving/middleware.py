@@ -4,10 +4,14 @@ RequestContext (outermost): gives each request its logId (in
 `scope["state"]["log_id"]`, which handlers may replace with the client's own),
 counts it in the metrics, writes the access log line, and turns an exception
 that escaped everything else into the 500 envelope, logged once with the logId.
+A request whose client left before its reply is logged and counted as 499.
 
-BodyLimit: 413 for a body over the limit, decided from Content-Length before a
-byte of the body is read; a chunked body (no Content-Length) is read only up to
-the limit. The 413 closes the connection (the rest of the body is never read)."""
+BodyPolicy: refuses, before a byte of the body is read, a compressed body (415
+naming its Content-Encoding; a gzip bomb would otherwise unpack past every
+limit) and a declared Content-Length over the limit (413). A chunked body (no
+Content-Length) is counted as the app reads it, which stops at the limit with
+BodyTooLarge. Either refusal closes the connection (the rest of the body is
+never read)."""
 from __future__ import annotations
 
 import logging
@@ -73,7 +77,8 @@ class RequestContext:
         finally:
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - started
-            code = status[0] or 499  # no response: the client went away first
+            # 499: the client went away before its reply (nginx's code for it).
+            code = 499 if state.get("client_gone") or status[0] is None else status[0]
             method = scope.get("method", "")
             path = scope.get("path", "")
             self.metrics.observe_request(method, path, code, seconds)
@@ -90,6 +95,8 @@ class RequestContext:
                     fields["client"] = f"{client[0]}:{client[1]}"
                 if "error" in state:
                     fields["error"] = state["error"]
+                if "detail" in state:  # what the operator may see and the client may not
+                    fields["detail"] = state["detail"]
                 access_log.info("%s %s %d", method, path, code, extra=fields)
 
 
@@ -97,7 +104,11 @@ async def send_wrapper_500(send: Callable, log_id: str) -> None:
     await send_envelope(send, log_id, 500, "Internal server error")
 
 
-class BodyLimit:
+class BodyTooLarge(Exception):
+    """A chunked request body went over the limit while being read."""
+
+
+class BodyPolicy:
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
@@ -108,50 +119,49 @@ class BodyLimit:
             return
         length: Optional[bytes] = None
         chunked = False
+        encoding: Optional[bytes] = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"content-encoding":
+                encoding = value.strip().lower()
+        declared = -1
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
                 declared = -1  # the HTTP parser has refused such requests already
-            if declared > self.max_bytes:
-                await self._reject(scope, send, f"{declared} bytes")
-                return
+        has_body = chunked or declared > 0
+        if has_body and encoding not in (None, b"", b"identity"):
+            name = encoding.decode("latin-1") if encoding else ""
+            await self._reject(
+                scope, send, 415, f"request bodies with Content-Encoding: {name} are not accepted; send the JSON uncompressed"
+            )
+            return
+        if declared > self.max_bytes:
+            await self._reject(
+                scope, send, 413, f"request body is too large ({declared} bytes); the limit is {self.max_bytes} bytes"
+            )
+            return
+        if length is not None or not chunked:
             await self.app(scope, receive, send)
             return
-        if not chunked:
-            await self.app(scope, receive, send)
-            return
-        # Chunked: read up to the limit, then hand the body on in one piece.
-        chunks: List[bytes] = []
         total = 0
-        while True:
+
+        async def counting_receive() -> Dict[str, Any]:
+            nonlocal total
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await self._reject(scope, send, f"over {self.max_bytes} bytes")
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            if message["type"] == "http.request":
+                total += len(message.get("body", b""))
+                if total > self.max_bytes:
+                    raise BodyTooLarge(f"request body is too large (over {self.max_bytes} bytes); the limit is {self.max_bytes} bytes")
+            return message
 
-        async def replay_receive() -> Dict[str, Any]:
-            if replay:
-                return replay.pop()
-            return await receive()
+        await self.app(scope, counting_receive, send)
 
-        await self.app(scope, replay_receive, send)
-
-    async def _reject(self, scope: Scope, send: Callable, size: str) -> None:
+    async def _reject(self, scope: Scope, send: Callable, status: int, message: str) -> None:
         state = request_state(scope)
-        message = f"request body is too large ({size}); the limit is {self.max_bytes} bytes"
         state["error"] = message
-        await send_envelope(send, state.get("log_id") or new_log_id(), 413, message, [(b"connection", b"close")])
+        await send_envelope(send, state.get("log_id") or new_log_id(), status, message, [(b"connection", b"close")])

@@ -1,7 +1,8 @@
 """A stand-in pipeline for testing HTTP clients and the server itself without
-models: `FakePipeline` has the real pipeline's `predict_frames` and returns
-results shaped like `KeypointResult` (`boxes`, `.img["res"]`), computed
-deterministically from the pixels, after a configurable "inference" delay.
+models: `FakePipeline` has the real pipeline's stage methods (`predict_boxes`,
+`estimate_keypoints`, `build_result`, `warmup`) and returns results shaped
+like `KeypointResult` (`boxes`, `.img["res"]`), computed deterministically
+from the pixels, after configurable "inference" delays.
 
     from posepipe.serving import serve, ServingSettings
     from posepipe.serving.testing import FakePipeline
@@ -9,6 +10,7 @@ deterministically from the pixels, after a configurable "inference" delay.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -34,8 +37,11 @@ class FakeResult(dict):
 class FakePipeline:
     """One "person" per image whose box spans the image, with det_score the
     mean brightness (0..1) and 17 keypoints placed from the column means; an
-    image darker than det_threshold has no person. Each call sleeps
-    `batch_delay_ms + image_delay_ms * len(frames)`."""
+    image darker than det_threshold has no person. With det_threshold 0, as
+    a detector finds noise everywhere, an image has `noise_persons` persons
+    (when set) scoring from 0.99 down to 0.01. Detection sleeps `batch_delay_ms +
+    image_delay_ms` per image, keypoints `person_delay_ms` per person;
+    `warmup` sleeps `first_call_delay_ms` and warns `warning`, if given."""
 
     def __init__(
         self,
@@ -43,45 +49,75 @@ class FakePipeline:
         image_delay_ms: float = 0.0,
         fail_widths: Sequence[int] = (),
         first_call_delay_ms: float = 0.0,
+        person_delay_ms: float = 0.0,
+        noise_persons: int = 0,
+        warning: str = "",
     ):
         self.first_call_delay_s = first_call_delay_ms / 1000.0
         self.batch_delay_s = batch_delay_ms / 1000.0
         self.image_delay_s = image_delay_ms / 1000.0
+        self.person_delay_s = person_delay_ms / 1000.0
+        self.noise_persons = noise_persons
+        self.warning = warning
         # Images of these widths raise (to test how a failing batch is isolated).
         self.fail_widths = set(fail_widths)
-        self.batch_sizes: List[int] = []
         self._busy = threading.Lock()
 
-    def predict_frames(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[FakeResult]:
+    def warmup(self) -> None:
+        if self.warning:
+            warnings.warn(self.warning, UserWarning)
+        time.sleep(self.first_call_delay_s)
+
+    def predict_boxes(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        with self._serial():
+            time.sleep(self.batch_delay_s + self.image_delay_s * len(frames))
+            return [self._boxes(frame.image, det_threshold) for frame in frames]
+
+    def estimate_keypoints(self, frames: Sequence[Any], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
+        with self._serial():
+            time.sleep(self.person_delay_s * sum(len(b) for b in boxes))
+            return [self._keypoints(frame.image, b) for frame, b in zip(frames, boxes)]
+
+    def build_result(self, frame: Any, boxes: np.ndarray, keypoints: np.ndarray) -> FakeResult:
+        persons = [
+            {"coordinate": [float(v) for v in box[:4]], "det_score": float(box[4]), "keypoints": kpts,
+             "kpt_score": float(kpts[:, 2].mean())}
+            for box, kpts in zip(boxes, keypoints)
+        ]
+        return FakeResult(input_path=frame.input_path, input_img=frame.image, boxes=persons)
+
+    @contextlib.contextmanager
+    def _serial(self) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("FakePipeline: called concurrently (the server must serialize pipeline calls)")
         try:
-            delay = self.batch_delay_s + self.image_delay_s * len(frames)
-            if not self.batch_sizes:
-                delay += self.first_call_delay_s
-            self.batch_sizes.append(len(frames))
-            if delay:
-                time.sleep(delay)
-            return [self._one(frame.image, frame.input_path, det_threshold) for frame in frames]
+            yield
         finally:
             self._busy.release()
 
-    def _one(self, image: np.ndarray, input_path: Optional[str], det_threshold: Optional[float]) -> FakeResult:
+    def _boxes(self, image: np.ndarray, det_threshold: Optional[float]) -> np.ndarray:
         h, w = image.shape[:2]
         if w in self.fail_widths:
             raise ValueError(f"FakePipeline: refusing an image of width {w}")
-        score = float(image.mean()) / 255.0
-        boxes = []
-        if det_threshold is None or score >= det_threshold:
-            columns = image.mean(axis=(0, 2)) / 255.0
-            xs = np.linspace(0, w - 1, 17, dtype=np.float32)
-            ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
-            kpts = np.stack([xs, ys, np.full(17, score, np.float32)], axis=1).astype(np.float32)
-            boxes.append(
-                {"coordinate": [0.0, 0.0, float(w), float(h)], "det_score": score, "keypoints": kpts,
-                 "kpt_score": float(kpts[:, 2].mean())}
-            )
-        return FakeResult(input_path=input_path, input_img=image, boxes=boxes)
+        if det_threshold == 0 and self.noise_persons:
+            scores = np.linspace(0.99, 0.01, self.noise_persons)
+        else:
+            score = float(image.mean()) / 255.0
+            scores = np.array([score] if det_threshold is None or score >= det_threshold else [])
+        boxes = np.zeros((len(scores), 5), np.float32)
+        boxes[:, 2:4] = (w, h)
+        boxes[:, 4] = scores
+        return boxes
+
+    @staticmethod
+    def _keypoints(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        columns = image.mean(axis=(0, 2)) / 255.0
+        xs = np.linspace(0, w - 1, 17, dtype=np.float32)
+        ys = (columns[xs.astype(int)] * (h - 1)).astype(np.float32)
+        return np.stack(
+            [np.stack([xs, ys, np.full(17, box[4], np.float32)], axis=1) for box in boxes]
+        ).astype(np.float32).reshape(-1, 17, 3)
 
 
 # --- a server in a subprocess, for tests ------------------------------------------
