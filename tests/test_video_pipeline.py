@@ -235,8 +235,11 @@ def test_live_stream_keeps_latency_flat_and_reports_its_drop(pipeline, shared_di
     assert len(results) >= 5 and indices == sorted(set(indices))
     assert results[-1].metadata["video"].dropped_frames >= 10 and results[-1].metadata["video"].info.live
     latency = [done - sent[i] for i, done in zip(indices, done_at)]
-    interval = float(np.median(np.diff(done_at)))
-    assert max(latency[2:]) <= 2 * interval + 0.2, (latency, interval)
+    interval = float(np.median(np.diff(done_at)))  # the time one frame takes
+    # Queued frames would add (interval - 1/25 s) of latency per frame; here it stays put.
+    third = len(latency) // 3
+    assert np.median(latency) <= 2 * interval + 0.2, (latency, interval)
+    assert np.median(latency[-third:]) <= np.median(latency[:third]) + interval + 0.2, (latency, interval)
 
 
 @pytest.mark.parametrize(

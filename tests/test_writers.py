@@ -171,3 +171,11 @@ def test_track_colours_differ_between_neighbours():
     colours = [track_colour(i) for i in range(1, 12)]
     assert len(set(colours)) == len(colours)
     assert all(sum(abs(a - b) for a, b in zip(c, d)) > 60 for c, d in zip(colours, colours[1:]))
+
+
+def test_two_videos_of_one_name_do_not_overwrite_each_other(tmp_path):
+    with ResultSaver(tmp_path, images=False) as saver:
+        for r in [*frame_results(stream_of("a/walk.mp4"), 2), *frame_results(stream_of("b/Walk.mkv"), 3)]:
+            saver.save(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Walk-2_res.jsonl", "walk_res.jsonl"]
+    assert len((tmp_path / "Walk-2_res.jsonl").read_text().splitlines()) == 3

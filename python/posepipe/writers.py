@@ -174,8 +174,9 @@ class ResultSaver:
 
     Still images: `{stem}_res.json` and `{stem}_res.<ext>` (images=False: the
     JSON only). Videos: `{stem}_res.mp4` (images=False: none) and
-    `{stem}_res.jsonl`, finished when the next input's results begin, and at
-    close. Failed results save nothing."""
+    `{stem}_res.jsonl` (`{stem}-2_res.*` for a second video of the same
+    name), finished when the next input's results begin, and at close.
+    Failed results save nothing."""
 
     def __init__(self, save_path: PathLike, images: bool = True):
         self.save_path = Path(save_path)
@@ -183,6 +184,7 @@ class ResultSaver:
         self.videos: List[SavedVideo] = []  # one per video seen, in order
         self._writers: List[Any] = []
         self._stream: Any = None
+        self._stems: set = set()  # video stems written, casefolded
 
     def save(self, result: KeypointResult) -> None:
         stream = result.metadata.get("video")
@@ -207,7 +209,13 @@ class ResultSaver:
         return result
 
     def _start_video(self, stream: Any, result: KeypointResult) -> None:
-        stem = stream.video.stem
+        # Two videos of one name (a/clip.mp4, b/clip.mp4) must not overwrite
+        # each other: the later one gets -2, -3, ... as SaveNames does for images.
+        stem, number = stream.video.stem, 1
+        while (stem if number == 1 else f"{stem}-{number}").casefold() in self._stems:
+            number += 1
+        stem = stem if number == 1 else f"{stem}-{number}"
+        self._stems.add(stem.casefold())
         saved = SavedVideo(stream)
         self.videos.append(saved)
         self._stream = stream
