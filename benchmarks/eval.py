@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from measure import alternate  # noqa: E402
+from report import publish  # noqa: E402
 from run import CpuWitness, Sides, machine, parse_option  # noqa: E402
 from suites import SUITES, default_peer_python, find_shared  # noqa: E402
 
@@ -124,12 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sides.close()
     results["meta"]["machine"]["others_cpu_share"] = witness.others_share()
     results["targets"] = targets(results)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{args.name}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(table(results))
-    print(f"\nwrote {path}")
+    publish(results, args.out, args.name, table(results))
     return 0
 
 

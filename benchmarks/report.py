@@ -1,6 +1,7 @@
 """The results as a table, the issue's targets as PASS/FAIL lines, and a chart."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -17,6 +18,17 @@ STAGE_LABELS = {
 }
 BUSY_SHARE = 0.05  # other processes' share of the CPU above which the table warns
 SUITE_TITLES = {"real": "real models", "official_arch": "official architectures (synthetic weights)"}
+
+
+def publish(results: Dict[str, Any], out: str, name: str, text: str) -> Path:
+    """Write <out>/<name>.json and print the table `text` (eval.py, video.py)."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print(text)
+    print(f"\nwrote {path}")
+    return path
 
 
 # --- targets ---------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _protocol import Worker  # noqa: E402
 from measure import alternate  # noqa: E402
+from report import publish  # noqa: E402
 from run import CpuWitness, machine  # noqa: E402
 from suites import SUITES, default_peer_python, find_shared  # noqa: E402
 from video_clips import MjpegCamera, photo_clip, read_frames, write_video  # noqa: E402
@@ -116,12 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             worker.close()
     out["meta"]["machine"]["others_cpu_share"] = witness.others_share()
     out["targets"] = targets(out)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{args.name}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(table(out))
-    print(f"\nwrote {path}")
+    publish(out, args.out, args.name, table(out))
     return 0
 
 

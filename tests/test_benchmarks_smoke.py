@@ -69,3 +69,21 @@ def test_eval_benchmark_runs_alone(tmp_path):
         assert 0 < side["parts_median_s"]["pipeline"] < side["median_s"]
         assert "paddlex" not in scenario
     assert [t["status"].split(":")[0] for t in results["targets"]] == ["SKIP"]
+
+
+def test_video_benchmark_quick_run_reports_every_target(tmp_path):
+    """benchmarks/video.py --quick --no-peer: every section measured, every target judged."""
+    cmd = [sys.executable, "benchmarks/video.py", "--quick", "--no-peer", "--frames", "5", "--live-seconds", "4",
+           "--out", str(tmp_path), "--name", "smoke"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Targets:" in done.stdout
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert results["vs_paddlex"]["posepipe_hpip"]["median_fps"] > 0 and "paddlex" not in results["vs_paddlex"]
+    for clip in ("vtest", "single_person"):
+        d = results["det_frequency"][clip]
+        assert d["skipping"]["detector_frames"] < d["skipping"]["frames"] and 0 < d["agreement"]["mean_oks"] <= 1
+    assert results["smoothing"]["still_jitter_px"]["raw"] > results["smoothing"]["still_jitter_px"]["smoothed"]
+    assert results["live"]["results"] > 0 and results["live"]["latency_ms"]["p50"] > 0
+    judged = {t["target"] for t in results["targets"]}
+    assert len(judged) == 11 and all(isinstance(t["pass"], bool) for t in results["targets"])

@@ -21,7 +21,7 @@ from posepipe.config import PipelineConfig
 from test_writers import frame_results, stream_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from video_clips import cut_clip  # noqa: E402
+from video_clips import cut_clip, read_frames  # noqa: E402
 
 
 class FakeVideoPipeline:
@@ -100,11 +100,7 @@ def test_an_interrupted_run_leaves_a_playable_video(fake, tmp_path, capsys):
     fake.pipeline = FakeVideoPipeline(frames=7, then=KeyboardInterrupt())
     out = tmp_path / "out"
     assert cli.main(["--input", "0", "--save_path", str(out)]) == 130
-    capture = cv2.VideoCapture(str(out / "cam_res.mp4"))
-    frames = 0
-    while capture.read()[0]:
-        frames += 1
-    assert frames == 7
+    assert len(read_frames(out / "cam_res.mp4")) == 7
     assert len((out / "cam_res.jsonl").read_text().splitlines()) == 7
     assert last_line(capsys.readouterr().err) == "posepipe: error: interrupted"
 
@@ -142,12 +138,8 @@ def test_real_video_run_writes_the_annotated_video_and_json_lines(real_yaml, wal
     assert f"{walk}: 12 frames, " in proc.stderr and "{'res'" not in proc.stderr  # a summary, not 12 printed dicts
     capture = cv2.VideoCapture(str(out / "walk_res.mp4"))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
+    capture.release()
+    frames = read_frames(out / "walk_res.mp4")
     assert len(frames) == 12 and frames[0].shape == (576, 768, 3)
     lines = [json.loads(line) for line in (out / "walk_res.jsonl").read_text().splitlines()]
     assert [line["frame_index"] for line in lines] == list(range(12))

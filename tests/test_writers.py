@@ -4,6 +4,7 @@ writes), and ResultSaver routing images and videos."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import av
@@ -15,6 +16,9 @@ from posepipe.result import KeypointResult
 from posepipe.streaming import VideoStream
 from posepipe.video import Video, VideoInfo
 from posepipe.writers import AnnotatedVideoWriter, JsonLinesWriter, ResultSaver, annotate, track_colour
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from video_clips import read_frames  # noqa: E402
 
 
 def frame_results(stream: VideoStream, count: int, size=(160, 120), step: int = 1, seconds=None):
@@ -46,15 +50,11 @@ def stream_of(name="walk.mp4", fps=10.0, size=(160, 120), live=False) -> VideoSt
 
 
 def read_back(path: Path):
+    """(frames and frame rate as OpenCV reads them, presentation times as PyAV reads them)."""
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        frames.append(image)
     capture.release()
+    frames = read_frames(path)
     with av.open(str(path)) as container:
         times = [float(f.time) for f in container.decode(video=0)]
     return frames, fps, times
