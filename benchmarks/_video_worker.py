@@ -66,7 +66,7 @@ def run(name, path, frames=None, kwargs=None, keep=False, rss=False):
         "persons": persons,
         "detector_frames": stream.detector_frames,
         "extra_detector_frames": stream.extra_detector_frames,
-        "tracks": len(stream.track_ids),
+        "tracks": stream.tracks,
         "results": kept,
         "rss_mb": rss_mb,
     }

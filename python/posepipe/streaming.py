@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -102,7 +102,7 @@ class VideoStream:
     detector_frames: int = 0  # frames the detector ran on
     extra_detector_frames: int = 0  # of those, frames off the det_frequency schedule: a followed person was lost on the frame before
     dropped_frames: int = 0  # live sources: frames that went stale before the models were free
-    track_ids: set = field(default_factory=set)
+    tracks: int = 0  # track IDs given out so far
 
 
 def predict_sources(
@@ -222,6 +222,8 @@ class FrameLoop:
                 kpts[i] = self.smoother(int(track_id), kpts[i], t, float(rows[i, 5] - rows[i, 3]))
             self.smoother.keep_only(tracker.tracks)
         stream.frames_done += 1
+        if tracker is not None:
+            stream.tracks = tracker.started
         return self._result(frame, rows, kpts, ids if self.options.track is not False else None, timings)
 
     def _result(
@@ -231,7 +233,6 @@ class FrameLoop:
         if ids is not None:
             for person, track_id in zip(result["boxes"], ids):
                 person["track_id"] = int(track_id)
-            self.stream.track_ids.update(int(i) for i in ids)
         # The frame's fields right after input_path, ahead of the long boxes list.
         boxes = result.pop("boxes")
         result["frame_index"] = frame.index

@@ -85,6 +85,11 @@ class Tracker:
         # look with the detector rather than follow.
         self.lost_on_last_frame = False
 
+    @property
+    def started(self) -> int:
+        """How many tracks (IDs) have been started."""
+        return self._next_id - 1
+
     # --- frames with the detector -------------------------------------------
 
     def assign(self, boxes: np.ndarray, det_scores: np.ndarray, keypoints: np.ndarray, t: float) -> np.ndarray:

@@ -160,7 +160,7 @@ class SavedVideo:
         stream = self.stream
         dropped = f", {stream.dropped_frames} stale frames dropped" if stream.info.live else ""
         return (
-            f"{stream.video.name}: {self.frames} frames, {len(stream.track_ids)} tracks{dropped} -> "
+            f"{stream.video.name}: {self.frames} frames, {stream.tracks} tracks{dropped} -> "
             + ", ".join(str(path) for path in self.files)
         )
 
