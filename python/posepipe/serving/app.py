@@ -12,8 +12,9 @@ request that comes before waits for that (up to `ready_wait_s`).
 
 One inference request, in order: wait for readiness; take a place in the queue
 (or 503 at once); only then read the body (within `body_timeout_s`) and parse
-it; fetch a URL image with a download slot instead of the queue place; decode;
-detect and estimate in the shared schedule (batching.py); answer. A request
+it; fetch a URL image with a download slot instead of the queue place (or
+base64-decode it); hand the image file to the engine (engine.py), which
+decodes it and runs the pipeline's stages; answer. A request
 whose client has gone is dropped wherever it waits."""
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from starlette.responses import Response
 from .. import __version__
 from ..download import Deadline, DownloadError, DownloadPolicy, fetch_bytes
 from ..errors import InputError
-from ..io import Frame, InputLimits
 from . import inputs
 from .batching import Closed, QueueFull
 from .engine import Engine, LocalEngine, PipelineSpec, visualize_default
@@ -75,9 +75,7 @@ class ServingRuntime:
         self.engine = engine
         self.metrics = Metrics(settings.max_batch)
         self.metrics.queue_limit.set(settings.max_queue)
-        self.limits = InputLimits(
-            max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes, url_timeout=settings.url_timeout_s
-        )
+        self.limits = settings.input_limits()
         self.download_policy = DownloadPolicy(
             timeout_s=settings.url_timeout_s,
             max_bytes=settings.max_image_bytes,
@@ -226,7 +224,6 @@ class ServingRuntime:
 
     async def _answer(self, body: InferRequest, state: Dict[str, Any], held: List[bool]) -> bytes:
         assert self.decode_pool is not None
-        loop = asyncio.get_running_loop()
         if inputs.is_url(body.image):
             if not self.settings.allow_url_inputs:
                 raise ApiError(400, "image: URL inputs are disabled on this server; send the image as base64")
@@ -235,15 +232,14 @@ class ServingRuntime:
             data = await self._download(body.image, state)
             self.admit()
             held[0] = True
-            image = await loop.run_in_executor(self.decode_pool, inputs.decode_image, data, self.limits)
         else:
-            image = await loop.run_in_executor(self.decode_pool, inputs.image_from_base64, body.image, self.limits)
+            data = await asyncio.get_running_loop().run_in_executor(
+                self.decode_pool, inputs.decode_base64, body.image, self.limits.max_bytes
+            )
         held[0] = False
         visualize = body.visualize if body.visualize is not None else self.visualize_default
         try:
-            payload = await self.engine.submit(
-                Frame(image, None), body.detThreshold, image.shape[0] * image.shape[1], visualize
-            )
+            payload = await self.engine.submit(data, body.detThreshold, visualize)
         except QueueFull as e:
             raise self._busy(e) from None
         except Closed:

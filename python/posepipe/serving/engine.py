@@ -19,6 +19,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Protocol, Union
 
 from ..io import Frame
+from . import inputs
 from .batching import Batcher
 from .responses import result_payload
 from .settings import ServingSettings
@@ -50,8 +51,10 @@ class Engine(Protocol):
     def busy_message(self, what: str) -> str:
         """The 503 text when try_reserve ran out of `what`."""
 
-    async def submit(self, frame: Frame, threshold: Optional[float], pixels: int, visualize: bool) -> Dict[str, Any]:
-        """The reply's `result` for one reserved frame (the reservation is taken over)."""
+    async def submit(self, data: bytes, threshold: Optional[float], visualize: bool) -> Dict[str, Any]:
+        """The reply's `result` for one reserved image file (the reservation is
+        taken over); ApiError 400/413 when it does not decode within the limits
+        (serving.inputs.decode_image)."""
 
     async def close(self) -> None:
         """Finish what was submitted, then stop."""
@@ -77,12 +80,14 @@ class LocalEngine:
         self.pipeline: Any = None if is_config(pipeline) else check_pipeline(pipeline)
         self.batcher: Optional[Batcher] = None
         self._infer_pool: Optional[ThreadPoolExecutor] = None
-        self._encode_pool: Optional[Executor] = None
+        self._image_pool: Optional[Executor] = None
+        self._limits = settings.input_limits()
 
     def start(self, runtime: "ServingRuntime") -> None:
         s = self.settings
         self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-infer")
-        self._encode_pool = runtime.decode_pool
+        self._image_pool = runtime.decode_pool
+        self._limits = runtime.limits
         metrics = runtime.metrics
         self.batcher = Batcher(
             self,
@@ -154,11 +159,17 @@ class LocalEngine:
             )
         return f"the server is busy: its queue is full ({self.settings.max_queue} requests); retry later"
 
-    async def submit(self, frame: Frame, threshold: Optional[float], pixels: int, visualize: bool) -> Dict[str, Any]:
+    async def submit(self, data: bytes, threshold: Optional[float], visualize: bool) -> Dict[str, Any]:
         assert self.batcher is not None
-        result = await self.batcher.submit(frame, threshold, pixels)
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(self._image_pool, inputs.decode_image, data, self._limits)
+        except BaseException:
+            self.batcher.release()
+            raise
+        result = await self.batcher.submit(Frame(image, None), threshold, image.shape[0] * image.shape[1])
         if visualize:  # drawing and JPEG encoding off the event loop
-            return await asyncio.get_running_loop().run_in_executor(self._encode_pool, result_payload, result, True)
+            return await loop.run_in_executor(self._image_pool, result_payload, result, True)
         return result_payload(result, False)
 
     async def close(self) -> None:
