@@ -242,26 +242,33 @@ def build_app(
 
 def app_builder(args: Mapping[str, Any]) -> serve.Application:
     """For Ray Serve config files (`import_path: posepipe.ray.serve:app_builder`)
-    and `serve run posepipe.ray.serve:app_builder pipeline=my.yaml replicas=2`.
-    `args`: pipeline, device, use_hpip, settings (ServingSettings fields),
-    pipeline_options (PipelineOptions fields), and RayServeSettings fields
-    (replicas, min_replicas, max_replicas, ...), each optional."""
+    and `serve run posepipe.ray.serve:app_builder pipeline=my.yaml replicas=2`:
+    build_app(**builder_args(args))."""
+    return build_app(**builder_args(args))
+
+
+def builder_args(args: Mapping[str, Any]) -> Dict[str, Any]:
+    """A config file's `args` as build_app's arguments: pipeline, device,
+    use_hpip, settings (ServingSettings fields), pipeline_options
+    (PipelineOptions fields), and RayServeSettings fields (replicas,
+    min_replicas, max_replicas, ...), each optional; `serve run k=v` values
+    come as text."""
     args = dict(args)
-    ray_fields = {name: args.pop(name) for name in list(args) if name in RayServeSettings.__dataclass_fields__}
-    pipeline = args.pop("pipeline", PIPELINE_NAME)
-    device = args.pop("device", None)
-    use_hpip = _boolean(args.pop("use_hpip", False))
-    settings = ServingSettings(**dict(args.pop("settings", None) or {}))
-    pipeline_options = dict(args.pop("pipeline_options", None) or {})
+    ray_fields = {name: _number(args.pop(name)) for name in list(args) if name in RayServeSettings.__dataclass_fields__}
+    built = {
+        "pipeline": args.pop("pipeline", PIPELINE_NAME),
+        "device": args.pop("device", None),
+        "use_hpip": _boolean(args.pop("use_hpip", False)),
+        "settings": ServingSettings(**dict(args.pop("settings", None) or {})),
+        "pipeline_options": dict(args.pop("pipeline_options", None) or {}),
+        "ray_settings": RayServeSettings(**ray_fields),
+    }
     if args:
         raise ValueError(
             f"posepipe.ray.serve:app_builder: unknown argument(s) {', '.join(sorted(args))}; known: pipeline, device, "
             f"use_hpip, settings, pipeline_options, {', '.join(RayServeSettings.__dataclass_fields__)}"
         )
-    ray_settings = RayServeSettings(**{k: _number(v) for k, v in ray_fields.items()})
-    return build_app(
-        pipeline, settings, device=device, use_hpip=use_hpip, pipeline_options=pipeline_options, ray_settings=ray_settings
-    )
+    return built
 
 
 def portable_config(pipeline: PipelineSpec) -> Dict[str, Any]:
