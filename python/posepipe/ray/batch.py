@@ -166,9 +166,16 @@ def _actor_pool(
     images: bool,
     settings: RayBatchSettings,
     rows_per_call: int,
+    rows: Optional[int] = None,
 ) -> "ray.data.Dataset":
     cpus, options = threads_for(settings.actor_cpus, pipeline_options)
     actors = settings.actors or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+    if rows is not None:  # no actor without a call to take (each loads the models)
+        pool = ray.data.ActorPoolStrategy(size=min(actors, -(-rows // rows_per_call)))
+    else:
+        # A dataset read by Ray tasks needs CPUs for them too: the pool starts
+        # with one actor and grows while CPUs are free.
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=actors)
     return dataset.map_batches(
         PipelineActor,
         fn_constructor_kwargs=dict(
@@ -181,7 +188,7 @@ def _actor_pool(
         ),
         batch_size=rows_per_call,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=pool,
         num_cpus=cpus,
     )
 
@@ -305,6 +312,7 @@ def run_batch(
         images=images,
         settings=settings,
         rows_per_call=max(1, settings.images_per_call // batch_size),
+        rows=len(rows),
     )
     written = set()
     from tqdm import tqdm

@@ -109,6 +109,8 @@ def batch_main(
 ) -> "tuple[int, int]":
     """(failed, total) of a Ray Data run of `posepipe --ray`."""
     connection = _Connection(cluster)
+    # Ray Data says where its logs are and how its plan looks; -q: only errors.
+    logging.getLogger("ray.data").setLevel(logging.ERROR if quiet else logging.WARNING)
     try:
         from .batch import run_batch
 
