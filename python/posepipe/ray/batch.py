@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -38,6 +38,20 @@ from .serve import portable_config
 from .settings import RayBatchSettings, threads_for
 
 log = logging.getLogger("posepipe")
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """What every actor of a job builds and runs: the pipeline config (a
+    portable dict), create_pipeline's other arguments, the threshold, and
+    whether to draw the `_res` images."""
+
+    config: Dict[str, Any]
+    device: Optional[str] = None
+    use_hpip: bool = False
+    pipeline_options: Dict[str, Any] = field(default_factory=dict)
+    det_threshold: Optional[float] = None
+    images: bool = False
 
 
 @dataclass
@@ -65,21 +79,15 @@ class PipelineActor:
     "json" (the `_res.json` text; "" when it failed), "image" (the `_res.<ext>`
     file; empty when not asked for or failed) and "error" ("" when none)."""
 
-    def __init__(
-        self,
-        config: Dict[str, Any],
-        device: Optional[str],
-        use_hpip: bool,
-        pipeline_options: Dict[str, Any],
-        det_threshold: Optional[float],
-        images: bool,
-    ):
+    def __init__(self, job: PipelineJob):
         from .. import create_pipeline
 
-        self.pipeline = create_pipeline(config=config, device=device, use_hpip=use_hpip, **pipeline_options)
+        self.pipeline = create_pipeline(
+            config=job.config, device=job.device, use_hpip=job.use_hpip, **job.pipeline_options
+        )
         self.batch_size = self.pipeline.config.detector.batch_size
-        self.det_threshold = det_threshold
-        self.images = images
+        self.det_threshold = job.det_threshold
+        self.images = job.images
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, List[Any]]:
         if "sources" in batch:
@@ -157,18 +165,12 @@ def _row_sources(row: Mapping[str, Any]) -> Iterator[Source]:
 
 def _actor_pool(
     dataset: "ray.data.Dataset",
-    config: Dict[str, Any],
-    *,
-    device: Optional[str],
-    use_hpip: bool,
-    pipeline_options: Dict[str, Any],
-    det_threshold: Optional[float],
-    images: bool,
+    job: PipelineJob,
     settings: RayBatchSettings,
     rows_per_call: int,
     rows: Optional[int] = None,
 ) -> "ray.data.Dataset":
-    cpus, options = threads_for(settings.actor_cpus, pipeline_options)
+    cpus, options = threads_for(settings.actor_cpus, job.pipeline_options)
     actors = settings.actors or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
     if rows is not None:  # no actor without a call to take (each loads the models)
         pool = ray.data.ActorPoolStrategy(size=min(actors, -(-rows // rows_per_call)))
@@ -178,14 +180,7 @@ def _actor_pool(
         pool = ray.data.ActorPoolStrategy(min_size=1, max_size=actors)
     return dataset.map_batches(
         PipelineActor,
-        fn_constructor_kwargs=dict(
-            config=config,
-            device=device,
-            use_hpip=use_hpip,
-            pipeline_options=options,
-            det_threshold=det_threshold,
-            images=images,
-        ),
+        fn_constructor_kwargs={"job": dataclasses.replace(job, pipeline_options=options)},
         batch_size=rows_per_call,
         batch_format="numpy",
         compute=pool,
@@ -212,17 +207,11 @@ def predict_dataset(
     gives the CLI's results; `read_images` decodes with Pillow, which may
     differ (EXIF rotation, colour conversion)."""
     settings = settings or RayBatchSettings()
-    return _actor_pool(
-        dataset,
-        portable_config(pipeline),
-        device=device,
-        use_hpip=use_hpip,
-        pipeline_options=dict(pipeline_options or {}),
-        det_threshold=check_threshold(det_threshold, "det_threshold"),
-        images=images,
-        settings=settings,
-        rows_per_call=settings.images_per_call,
+    job = PipelineJob(
+        portable_config(pipeline), device, use_hpip, dict(pipeline_options or {}),
+        check_threshold(det_threshold, "det_threshold"), images,
     )
+    return _actor_pool(dataset, job, settings, rows_per_call=settings.images_per_call)
 
 
 # --- run_batch: the plan, the job, the files ------------------------------------------------------
@@ -302,18 +291,8 @@ def run_batch(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts results, Ray's would count blocks
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    results = _actor_pool(
-        dataset,
-        config,
-        device=device,
-        use_hpip=use_hpip,
-        pipeline_options=dict(pipeline_options or {}),
-        det_threshold=det_threshold,
-        images=images,
-        settings=settings,
-        rows_per_call=max(1, settings.images_per_call // batch_size),
-        rows=len(rows),
-    )
+    job = PipelineJob(config, device, use_hpip, dict(pipeline_options or {}), det_threshold, images)
+    results = _actor_pool(dataset, job, settings, max(1, settings.images_per_call // batch_size), rows=len(rows))
     written = set()
     from tqdm import tqdm
 

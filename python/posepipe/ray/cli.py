@@ -72,6 +72,7 @@ def serve_main(
             pipeline, settings, device=device, use_hpip=use_hpip, pipeline_options=pipeline_options,
             ray_settings=ray_settings,
         )
+        _warn_if_short_of_cpus(connection.ray, ray_settings, pipeline_options)
         serve.run(app, name=APP_NAME, route_prefix="/")
         log.info("ready", extra={"url": f"http://{settings.host}:{settings.port}", "ray": True})
         while not stop.wait(0.5):
@@ -90,6 +91,20 @@ def serve_main(
         finally:
             connection.close()
     return code
+
+
+def _warn_if_short_of_cpus(ray: Any, ray_settings: RayServeSettings, pipeline_options: Dict[str, Any]) -> None:
+    """Replicas that do not fit wait for CPUs (forever on a fixed cluster): say so."""
+    from .settings import threads_for
+
+    cpus, _ = threads_for(ray_settings.replica_cpus, pipeline_options)
+    wanted = cpus * (ray_settings.min_replicas or ray_settings.replicas or 1)
+    available = ray.cluster_resources().get("CPU", 0)
+    if wanted > available:
+        log.warning(
+            "the replicas ask for %g CPUs, the Ray cluster has %g: the others wait until CPUs join "
+            "(lower --replicas, or --replica_cpus / --cpu_threads)", wanted, available,
+        )
 
 
 def batch_main(

@@ -224,6 +224,7 @@ def build_app(
         name="pipeline",
         ray_actor_options={"num_cpus": cpus},
         max_ongoing_requests=settings.max_queue,
+        graceful_shutdown_timeout_s=settings.graceful_timeout_s,
         **ray_settings.scaling(settings.max_batch),
     )
     ingress = serve.deployment(
@@ -232,6 +233,7 @@ def build_app(
         num_replicas=ray_settings.ingress_replicas,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=settings.limit_concurrency or 1_000_000,
+        graceful_shutdown_timeout_s=settings.graceful_timeout_s,
     )
     return ingress.bind(
         replicas.bind(spec, settings, device, use_hpip, options),
