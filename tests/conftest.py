@@ -102,3 +102,59 @@ def break_tiff_page(path: Path, page: int) -> None:
         if struct.unpack_from("<H", data, entry)[0] == 259:  # Compression
             struct.pack_into("<H", data, entry + 8, 12345)
     path.write_bytes(bytes(data))
+
+
+def local_ray():
+    """A local Ray for one test module: 2 CPUs, no dashboard. Ray has no
+    loopback-only mode (it binds the machine's own address, which the kernel
+    routes locally); Serve's HTTP proxy is put on 127.0.0.1 by the tests."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    return ray
+
+
+def kill_processes(title: str) -> list:
+    """SIGKILL this test process's descendants whose command line contains
+    `title` (Ray names its worker processes after their actor, e.g.
+    "ray::ServeReplica:app:pipeline"); their pids."""
+    import os
+    import signal
+
+    killed = []
+    for pid in processes(title):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
+def processes(title: str) -> list:
+    """Pids of this process's descendants whose command line contains `title`."""
+    import os
+
+    parents = {}
+    titles = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                titles[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                pass
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            seen.add(pid)
+            pid = parents[pid]
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, text in titles.items() if title in text and descends(pid)]

@@ -348,19 +348,21 @@ def test_text_log_lines_cannot_be_forged(tmp_path):
 
 def test_shutdown_keeps_the_event_loop_running_while_work_finishes():
     from posepipe.serving.app import ServingRuntime
+    from posepipe.serving.engine import LocalEngine
     from posepipe.serving.testing import FakePipeline
     from posepipe.io import Frame
 
     async def scenario():
-        runtime = ServingRuntime(FakePipeline(batch_delay_ms=800), ServingSettings(decode_threads=1, warmup=False),
-                                 device=None, use_hpip=False, pipeline_options=None)
+        settings = ServingSettings(decode_threads=1, warmup=False)
+        runtime = ServingRuntime(LocalEngine(FakePipeline(batch_delay_ms=800), settings), settings)
         await runtime.start()
         while not runtime.ready:
             await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
         slow_decode = loop.run_in_executor(runtime.decode_pool, time.sleep, 0.8)
-        runtime.batcher.try_reserve()
-        request = asyncio.ensure_future(runtime.batcher.submit(Frame(random_image(1), None), None))
+        batcher = runtime.engine.batcher
+        batcher.try_reserve()
+        request = asyncio.ensure_future(batcher.submit(Frame(random_image(1), None), None))
         await asyncio.sleep(0.1)
         gaps: List[float] = []
 

@@ -25,10 +25,11 @@ from tqdm import tqdm
 from . import __version__, create_pipeline
 from .config import PIPELINE_NAME, PipelineConfig, check_threshold, load_config
 from .errors import ConfigError, DeviceError, PosepipeError
-from .flags import add_flags, given, parse_bool
+from .flags import add_flags, from_args, given, parse_bool
 from .io import iter_sources
 from .models.spec import read_model_name
 from .options import PipelineOptions
+from .ray.settings import RayBatchSettings, RayCluster
 from .result import colour
 from .smoothing import OneEuroSettings
 from .stages import run_stages
@@ -129,6 +130,9 @@ def _build_parser() -> argparse.ArgumentParser:
     add_flags(video, OneEuroSettings)
     own.add_argument("-q", "--quiet", action="store_true", help="print no results and no progress bar, only errors")
     own.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    ray_group = parser.add_argument_group("Ray Data (with --ray: a pool of pipeline actors; needs --save_path)")
+    add_flags(ray_group, RayCluster)
+    add_flags(ray_group, RayBatchSettings)
     return parser
 
 
@@ -142,9 +146,18 @@ def _predict(args: argparse.Namespace) -> int:
         PipelineOptions(**options)
         video_args = stream_arguments(args)
         config = _config(args)
+        cluster = from_args(RayCluster, args)
+        ray_settings = from_args(RayBatchSettings, args)
     except ConfigError as e:
         raise _UsageError(str(e)) from None
+    ray_flags = sorted(given(RayBatchSettings, args)) + (["ray_address"] if cluster.ray_address else [])
+    if ray_flags and not cluster.ray:
+        raise _UsageError(f"--{ray_flags[0]} needs --ray")
+    if cluster.ray and args.save_path is None:
+        raise _UsageError("--ray needs --save_path: the results are saved there, not printed")
     save_path = _save_folder(args.save_path)
+    if cluster.ray:
+        return _predict_on_ray(args, config, options, threshold, cluster, ray_settings)
     with _logging(args.quiet):
         try:
             pipeline = create_pipeline(config=config.to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
@@ -190,6 +203,45 @@ def _predict(args: argparse.Namespace) -> int:
     if len(sources) == 1:
         return 1  # its line is printed
     return _fail(f"{failed} of {len(sources)} inputs failed", 1)
+
+
+def _predict_on_ray(
+    args: argparse.Namespace,
+    config: PipelineConfig,
+    options: dict,
+    threshold: Optional[float],
+    cluster: RayCluster,
+    settings: RayBatchSettings,
+) -> int:
+    """The same files as a local run, from a Ray Data actor pool (posepipe.ray.batch)."""
+    from .ray import RayMissing, require_ray
+
+    try:
+        require_ray()
+    except RayMissing as e:
+        return _fail(str(e), 1)
+    from .ray.cli import batch_main
+
+    with _logging(args.quiet):
+        failed, total = batch_main(
+            config.to_dict(),
+            args.input,
+            args.save_path,
+            cluster,
+            settings,
+            det_threshold=threshold,
+            device=args.device,
+            use_hpip=args.use_hpip,
+            pipeline_options=options,
+            images=not args.no_img,
+            quiet=args.quiet,
+            on_error=lambda line: tqdm.write(f"{PROG}: error: {line}", file=sys.stderr),
+        )
+    if not failed:
+        return 0
+    if total == 1:
+        return 1
+    return _fail(f"{failed} of {total} inputs failed", 1)
 
 
 def _save_folder(text: Optional[str]) -> Optional[Path]:

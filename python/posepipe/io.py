@@ -193,10 +193,11 @@ def read_frame(source: Source, limits: InputLimits = InputLimits()) -> Frame:
         raise InputError(source.name, source.data)
     if source.kind == "video":
         raise InputError(source.name, "a video is read frame by frame by the pipeline's predict, not as one image")
+    # Arrays and bytes have no path, unless their Source names one (posepipe.ray's dataset rows).
     if source.kind == "array":
-        return Frame(_check_array(source.data, source.name), None)
+        return Frame(_check_array(source.data, source.name), source.input_path)
     if source.kind == "bytes":
-        return Frame(_decode(source.data, source.name, limits), None)
+        return Frame(_decode(source.data, source.name, limits), source.input_path)
     if source.kind == "url":
         return Frame(_decode(_download(source.name, limits), source.name, limits), source.input_path)
     image = _read_file(source.input_path, source.name, limits, source.page)

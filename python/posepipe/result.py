@@ -12,6 +12,7 @@ File names: PaddleX's `{stem}_res.json` / `{stem}_res{suffix}`, and
 (one predict call) from sharing a name."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -130,11 +131,15 @@ class KeypointResult(dict):
         """To `save_path` if it names a .json file, else to `{save_path}/{stem}_res.json`."""
         target = Path(save_path)
         if mimetypes.guess_type(str(target))[0] != "application/json":
-            target = target / f"{self._save_stem()}_res.json"
+            target = target / self.saved_names()[0]
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as f:
-            json.dump(self.json["res"], f, indent=indent, ensure_ascii=ensure_ascii)
+            f.write(self.json_text(indent, ensure_ascii))
         return target
+
+    def json_text(self, indent: int = 4, ensure_ascii: bool = False) -> str:
+        """What save_to_json writes."""
+        return json.dumps(self.json["res"], indent=indent, ensure_ascii=ensure_ascii)
 
     # --- image ---------------------------------------------------------------
 
@@ -153,17 +158,36 @@ class KeypointResult(dict):
         """To `save_path` if it names an image file, else to
         `{save_path}/{stem}_res{suffix}`, the suffix the input's (".png" for
         arrays and non-image names), as PaddleX. Nothing for a failed input."""
+        target = Path(save_path)
+        if not _is_image_name(target):
+            target = target / self.saved_names()[1]
+        data = self.encoded_image(target.suffix)
+        if data is None:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return target
+
+    def encoded_image(self, suffix: str) -> Optional[bytes]:
+        """The drawn image as a file of type `suffix` (what save_to_img writes); None for a failed input."""
         images = self.img
         if not images:
             return None
-        target = Path(save_path)
-        if not _is_image_name(target):
-            name = Path(self._input_name())
-            suffix = name.suffix if _is_image_name(name) else ".png"
-            target = target / f"{self._save_stem()}_res{suffix}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        images["res"].save(target)
-        return target
+        image_format = Image.registered_extensions().get(suffix.lower())
+        if image_format is None:
+            raise ValueError(f"unknown file extension: {suffix}")  # Pillow's own words on save
+        with io.BytesIO() as buffer:
+            images["res"].save(buffer, format=image_format)
+            return buffer.getvalue()
+
+    def saved_names(self, warn: bool = True) -> Tuple[str, str]:
+        """The names save_to_json and save_to_img give this result's files in a
+        folder: `{stem}_res.json` and `{stem}_res{suffix}` (the input's image
+        suffix, else .png). `warn`: say, once, when SaveNames renamed it."""
+        stem = self._save_stem() if warn else (self._stem or self._natural_stem())
+        name = Path(self._input_name())
+        suffix = name.suffix if _is_image_name(name) else ".png"
+        return f"{stem}_res.json", f"{stem}_res{suffix}"
 
     def save_all(self, save_path: PathLike) -> None:
         """save_to_json and save_to_img, as PaddleX's save_all."""

@@ -12,23 +12,20 @@ request that comes before waits for that (up to `ready_wait_s`).
 
 One inference request, in order: wait for readiness; take a place in the queue
 (or 503 at once); only then read the body (within `body_timeout_s`) and parse
-it; fetch a URL image with a download slot instead of the queue place; decode;
-detect and estimate in the shared schedule (batching.py); answer. A request
+it; fetch a URL image with a download slot instead of the queue place (or
+base64-decode it); hand the image file to the engine (engine.py), which
+decodes it and runs the pipeline's stages; answer. A request
 whose client has gone is dropped wherever it waits."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,18 +35,19 @@ from starlette.responses import Response
 from .. import __version__
 from ..download import Deadline, DownloadError, DownloadPolicy, fetch_bytes
 from ..errors import InputError
-from ..io import Frame, InputLimits
 from . import inputs
-from .batching import Batcher, Closed, QueueFull
+from .batching import Closed, QueueFull
+from .engine import Engine, LocalEngine, PipelineSpec, visualize_default
 from .errors import ApiError, dumps, error_response
 from .metrics import Metrics
 from .middleware import BodyPolicy, BodyTooLarge, RequestContext, request_state
+from .responses import success_body
 from .schemas import INFER_ENDPOINT, ErrorResponse, InferRequest, InferResponse, parse_request
 from .settings import ServingSettings
 
 log = logging.getLogger("posepipe.serving")
 
-PipelineSpec = Union[str, os.PathLike, Mapping[str, Any], Any]
+__all__ = ["ClientGone", "PipelineSpec", "ServingRuntime", "build_http_app", "create_app"]
 
 _ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The image cannot be used (bad base64, not an image, "
@@ -62,35 +60,22 @@ _ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Overloaded, not ready in time, or shutting down; see Retry-After"},
     504: {"model": ErrorResponse, "description": "The image URL did not download within the timeout"},
 }
-# JPEG's largest side (libjpeg's JPEG_MAX_DIMENSION); larger visualizations are scaled down to fit.
-JPEG_MAX_SIDE = 65500
-
 
 class ClientGone(Exception):
     """The client closed the connection before its reply."""
 
 
 class ServingRuntime:
-    """What one app holds between requests: the pipeline, the batcher, the
-    thread pools, the download policy, the metrics and the readiness state.
-    It is also the batcher's view of the pipeline (predict_boxes,
-    estimate_keypoints, build_result), which exists only once loaded."""
+    """What one app holds between requests: its engine (what runs the
+    pipeline), the decode and download threads, the download policy, the
+    metrics and the readiness state; and the handling of one request."""
 
-    def __init__(
-        self,
-        pipeline: PipelineSpec,
-        settings: ServingSettings,
-        *,
-        device: Optional[str],
-        use_hpip: bool,
-        pipeline_options: Optional[Dict[str, Any]],
-    ):
+    def __init__(self, engine: Engine, settings: ServingSettings, visualize_default: bool = True):
         self.settings = settings
+        self.engine = engine
         self.metrics = Metrics(settings.max_batch)
         self.metrics.queue_limit.set(settings.max_queue)
-        self.limits = InputLimits(
-            max_pixels=settings.max_pixels, max_bytes=settings.max_image_bytes, url_timeout=settings.url_timeout_s
-        )
+        self.limits = settings.input_limits()
         self.download_policy = DownloadPolicy(
             timeout_s=settings.url_timeout_s,
             max_bytes=settings.max_image_bytes,
@@ -98,30 +83,13 @@ class ServingRuntime:
             allow_private=settings.allow_private_urls,
             user_agent=f"posepipe/{__version__}",
         )
-        self._spec = pipeline
-        self._device = device
-        self._use_hpip = use_hpip
-        self._pipeline_options = dict(pipeline_options or {})
-        self.pipeline: Any = None if _is_config(pipeline) else pipeline
-        if self.pipeline is not None and not all(
-            hasattr(self.pipeline, name) for name in ("predict_boxes", "estimate_keypoints", "build_result")
-        ):
-            raise TypeError(
-                "create_app: give a pipeline name, a YAML path, a config dict, or an object with predict_boxes(), "
-                "estimate_keypoints() and build_result() (as posepipe's pipeline has)"
-            )
-        serving_section = _serving_section(pipeline)
-        self.visualize_default = (
-            settings.visualize if settings.visualize is not None else bool(serving_section.get("visualize", True))
-        )
+        self.visualize_default = visualize_default
         self.status = "starting"  # starting | loading | warming up | ready | failed | shutting down
         self.load_error: Optional[str] = None
         self.on_load_failure: Optional[Callable[[BaseException], None]] = None
-        self.batcher: Optional[Batcher] = None
         self.decode_pool: Optional[ThreadPoolExecutor] = None
         self.downloads = 0  # URL downloads in progress
         self._settled: Optional[asyncio.Event] = None  # set once ready, failed or shutting down
-        self._infer_pool: Optional[ThreadPoolExecutor] = None
         self._download_pool: Optional[ThreadPoolExecutor] = None
         self._load_task: Optional[asyncio.Task] = None
 
@@ -134,25 +102,10 @@ class ServingRuntime:
     async def start(self) -> None:
         s = self.settings
         self._settled = asyncio.Event()
-        self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-infer")
         self.decode_pool = ThreadPoolExecutor(max_workers=s.decode_workers, thread_name_prefix="posepipe-decode")
         # One thread per download slot: a slow URL holds a thread, never the event loop or a queue place.
         self._download_pool = ThreadPoolExecutor(max_workers=s.max_downloads, thread_name_prefix="posepipe-download")
-        self.batcher = Batcher(
-            self,
-            self._infer_pool,
-            max_batch=s.max_batch,
-            max_wait_s=s.max_wait_ms / 1000.0,
-            max_queue=s.max_queue,
-            max_queue_pixels=s.max_queue_pixels,
-            max_persons=s.max_persons,
-            max_batch_persons=s.max_batch_persons,
-            max_queue_persons=s.max_queue_persons,
-            on_batch=self.metrics.observe_batch,
-            on_keypoint_step=self.metrics.observe_keypoint_step,
-            on_depth=self.metrics.queue_depth.set,
-        )
-        self.batcher.start()
+        self.engine.start(self)
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="posepipe-load")
 
     def begin_shutdown(self) -> None:
@@ -166,12 +119,9 @@ class ServingRuntime:
 
     async def stop(self) -> None:
         self.begin_shutdown()
-        if self.batcher is not None:
-            await self.batcher.close()
+        await self.engine.close()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
-        if self._infer_pool is not None:
-            self._infer_pool.shutdown(wait=False, cancel_futures=True)
         # Decodes and downloads still running end on their own (a download at its
         # deadline); they are waited for off the event loop, which keeps serving.
         loop = asyncio.get_running_loop()
@@ -180,20 +130,9 @@ class ServingRuntime:
         log.info("stopped")
 
     async def _load(self) -> None:
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            if self.pipeline is None:
-                self.status = "loading"
-                log.info("loading the pipeline", extra={"pipeline": _describe(self._spec)})
-                # Built on the inference thread: Paddle predictors stay on the thread that made them.
-                self.pipeline = await loop.run_in_executor(self._infer_pool, self._build)
-            warmup = getattr(self.pipeline, "warmup", None)
-            if self.settings.warmup and callable(warmup) and self.status != "shutting down":
-                # Every batch shape once, so the first requests don't pay for kernel
-                # selection and memory allocation (with oneDNN 0.3-1 s per new shape).
-                self.status = "warming up"
-                await loop.run_in_executor(self._infer_pool, warmup)
+            await self.engine.load(self)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - reported through /ready and the log
@@ -213,28 +152,6 @@ class ServingRuntime:
         self.metrics.ready.set(1)
         log.info("ready", extra={"seconds": round(time.perf_counter() - started, 3)})
 
-    def _build(self) -> Any:
-        from .. import create_pipeline
-
-        if isinstance(self._spec, Mapping):
-            return create_pipeline(
-                config=dict(self._spec), device=self._device, use_hpip=self._use_hpip, **self._pipeline_options
-            )
-        return create_pipeline(
-            pipeline=os.fspath(self._spec), device=self._device, use_hpip=self._use_hpip, **self._pipeline_options
-        )
-
-    # --- the batcher's view of the pipeline (called on the inference thread) -----
-
-    def predict_boxes(self, frames: Sequence[Frame], det_threshold: Optional[float]) -> List[np.ndarray]:
-        return self.pipeline.predict_boxes(frames, det_threshold)
-
-    def estimate_keypoints(self, frames: Sequence[Frame], boxes: Sequence[np.ndarray]) -> List[np.ndarray]:
-        return self.pipeline.estimate_keypoints(frames, boxes)
-
-    def build_result(self, frame: Frame, boxes: np.ndarray, keypoints: np.ndarray) -> Any:
-        return self.pipeline.build_result(frame, boxes, keypoints)
-
     # --- one request -------------------------------------------------------------
 
     async def wait_ready(self) -> None:
@@ -250,23 +167,20 @@ class ServingRuntime:
         if not self.ready:
             self.metrics.rejected.labels("shutting_down" if self.status == "shutting down" else "not_ready").inc()
             raise ApiError(503, self.not_ready_message(), self._retry_after())
-        assert self.batcher is not None
         try:
-            self.batcher.try_reserve()
+            self.engine.try_reserve()
         except QueueFull as e:
-            if e.what == "persons":
-                self.metrics.rejected.labels("persons_full").inc()
-                message = (
-                    f"the server is busy: {self.batcher.queued_persons} persons found in earlier images are waiting "
-                    "for their keypoints; retry later"
-                )
-            else:
-                self.metrics.rejected.labels("queue_full").inc()
-                message = f"the server is busy: its queue is full ({self.settings.max_queue} requests); retry later"
-            raise ApiError(503, message, self._retry_after()) from None
+            raise self._busy(e) from None
         except Closed:
-            self.metrics.rejected.labels("shutting_down").inc()
-            raise ApiError(503, "the server is shutting down", self._retry_after()) from None
+            raise self._closed() from None
+
+    def _busy(self, error: QueueFull) -> ApiError:
+        self.metrics.rejected.labels("persons_full" if error.what == "persons" else "queue_full").inc()
+        return ApiError(503, self.engine.busy_message(error.what), self._retry_after())
+
+    def _closed(self) -> ApiError:
+        self.metrics.rejected.labels("shutting_down").inc()
+        return ApiError(503, "the server is shutting down", self._retry_after())
 
     def not_ready_message(self) -> str:
         if self.status == "failed":
@@ -290,8 +204,7 @@ class ServingRuntime:
             return await _unless_client_leaves(request, self._answer(body, state, held))
         finally:
             if held[0]:
-                assert self.batcher is not None
-                self.batcher.release()
+                self.engine.release()
 
     async def _read_body(self, request: Request) -> bytes:
         try:
@@ -310,39 +223,30 @@ class ServingRuntime:
             raise ApiError(413, str(e), {"Connection": "close"}) from None
 
     async def _answer(self, body: InferRequest, state: Dict[str, Any], held: List[bool]) -> bytes:
-        assert self.batcher is not None and self.decode_pool is not None
-        loop = asyncio.get_running_loop()
+        assert self.decode_pool is not None
         if inputs.is_url(body.image):
             if not self.settings.allow_url_inputs:
                 raise ApiError(400, "image: URL inputs are disabled on this server; send the image as base64")
-            self.batcher.release()  # the download holds a download slot instead
+            self.engine.release()  # the download holds a download slot instead
             held[0] = False
             data = await self._download(body.image, state)
             self.admit()
             held[0] = True
-            image = await loop.run_in_executor(self.decode_pool, inputs.decode_image, data, self.limits)
         else:
-            image = await loop.run_in_executor(self.decode_pool, inputs.image_from_base64, body.image, self.limits)
+            data = await asyncio.get_running_loop().run_in_executor(
+                self.decode_pool, inputs.decode_base64, body.image, self.limits.max_bytes
+            )
         held[0] = False
+        visualize = body.visualize if body.visualize is not None else self.visualize_default
         try:
-            result = await self.batcher.submit(Frame(image, None), body.detThreshold, image.shape[0] * image.shape[1])
-        except QueueFull:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(
-                503,
-                f"the server is busy: the waiting images already hold {self.settings.max_queue_pixels} pixels; "
-                "retry later",
-                self._retry_after(),
-            ) from None
+            payload = await self.engine.submit(data, body.detThreshold, visualize)
+        except QueueFull as e:
+            raise self._busy(e) from None
         except Closed:
-            self.metrics.rejected.labels("shutting_down").inc()
-            raise ApiError(503, "the server is shutting down", self._retry_after()) from None
+            raise self._closed() from None
         except InputError as e:
             raise ApiError(400, str(e)) from None
-        visualize = body.visualize if body.visualize is not None else self.visualize_default
-        if visualize:
-            return await loop.run_in_executor(self.decode_pool, _success_body, state["log_id"], result, True)
-        return _success_body(state["log_id"], result, False)
+        return success_body(state["log_id"], payload)
 
     async def _download(self, url: str, state: Dict[str, Any]) -> bytes:
         s = self.settings
@@ -410,69 +314,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
         pass
 
 
-def _success_body(log_id: str, result: Any, visualize: bool) -> bytes:
-    persons = []
-    for box in result["boxes"]:
-        persons.append(
-            {
-                "bbox": [float(v) for v in box["coordinate"]],
-                "kpts": np.asarray(box["keypoints"], dtype=np.float32).tolist(),
-                "detScore": float(box["det_score"]),
-                "kptScore": float(box["kpt_score"]),
-            }
-        )
-    payload: Dict[str, Any] = {"persons": persons}
-    if visualize:
-        drawn = result.img.get("res")
-        if drawn is not None:
-            payload["image"] = base64.b64encode(_jpeg(drawn)).decode("ascii")
-    return dumps({"logId": log_id, "result": payload, "errorCode": 0, "errorMsg": "Success"})
-
-
-def _jpeg(image: Any) -> bytes:
-    """The visualization as JPEG; a side longer than JPEG allows is scaled down
-    to JPEG_MAX_SIDE, keeping the aspect ratio (the persons' coordinates in
-    the reply stay in input pixels)."""
-    image = image.convert("RGB")
-    longest = max(image.size)
-    if longest > JPEG_MAX_SIDE:
-        scale = JPEG_MAX_SIDE / longest
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    with io.BytesIO() as buffer:
-        image.save(buffer, format="JPEG")
-        return buffer.getvalue()
-
-
 def _has_body(request: Request) -> bool:
     length = request.headers.get("content-length")
     return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
-
-
-def _is_config(pipeline: PipelineSpec) -> bool:
-    return isinstance(pipeline, (str, os.PathLike, Mapping))
-
-
-def _describe(spec: PipelineSpec) -> str:
-    if isinstance(spec, Mapping):
-        return "<config dict>"
-    return os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(spec).__name__
-
-
-def _serving_section(spec: PipelineSpec) -> Dict[str, Any]:
-    """The pipeline config's `Serving` mapping (PaddleX's app config), or {}."""
-    data: Any = None
-    if isinstance(spec, Mapping):
-        data = spec
-    elif isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec):
-        import yaml
-
-        try:
-            with open(spec, "r", encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except (OSError, yaml.YAMLError):
-            data = None  # create_pipeline reports a broken file
-    section = data.get("Serving") if isinstance(data, Mapping) else None
-    return dict(section) if isinstance(section, Mapping) else {}
 
 
 def _loc(parts: Tuple[Union[str, int], ...]) -> str:
@@ -508,9 +352,17 @@ def create_app(
     (`predict_boxes`, `estimate_keypoints`, `build_result`, and optionally `warmup`).
     `device`, `use_hpip` and `pipeline_options` go to create_pipeline."""
     settings = settings or ServingSettings()
-    runtime = ServingRuntime(
-        pipeline, settings, device=device, use_hpip=use_hpip, pipeline_options=pipeline_options
-    )
+    try:
+        engine = LocalEngine(pipeline, settings, device=device, use_hpip=use_hpip, pipeline_options=pipeline_options)
+    except TypeError as e:
+        raise TypeError(f"create_app: {e}") from None
+    return build_http_app(ServingRuntime(engine, settings, visualize_default(settings, pipeline)))
+
+
+def build_http_app(runtime: ServingRuntime) -> FastAPI:
+    """The HTTP side of every posepipe server, around `runtime` (and its
+    engine): routes, the error envelope, body limits, logIds and metrics."""
+    settings = runtime.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -576,9 +428,8 @@ def create_app(
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def _metrics() -> Response:
-        if runtime.batcher is not None:
-            runtime.metrics.queue_pixels.set(runtime.batcher.queued_pixels)
-            runtime.metrics.queue_persons.set(runtime.batcher.queued_persons)
+        runtime.metrics.queue_pixels.set(getattr(runtime.engine, "queued_pixels", 0))
+        runtime.metrics.queue_persons.set(getattr(runtime.engine, "queued_persons", 0))
         return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
     @app.post(

@@ -34,22 +34,13 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .stages import Stages, best, isolated
+
 log = logging.getLogger("posepipe.serving")
-
-
-class Stages(Protocol):
-    """What the scheduler needs of a pipeline (posepipe's KeypointPipeline has
-    it). Boxes are [M,5] arrays: x1, y1, x2, y2, score."""
-
-    def predict_boxes(self, frames: Sequence[Any], det_threshold: Optional[float]) -> List[np.ndarray]: ...
-
-    def estimate_keypoints(self, frames: Sequence[Any], boxes: Sequence[np.ndarray]) -> List[np.ndarray]: ...
-
-    def build_result(self, frame: Any, boxes: np.ndarray, keypoints: np.ndarray) -> Any: ...
 
 
 class QueueFull(Exception):
@@ -239,7 +230,7 @@ class Batcher:
             if isinstance(boxes, BaseException):
                 _settle(job, boxes)
                 continue
-            job.boxes = _best(np.asarray(boxes), self.max_persons)
+            job.boxes = best(np.asarray(boxes), self.max_persons)
             if len(job.boxes):
                 self._to_estimate.append(job)
                 self.queued_persons += len(job.boxes)
@@ -297,39 +288,8 @@ class Batcher:
         _settle(job, result)
 
     async def _run_isolated(self, call: Callable[[list], Sequence[Any]], items: list) -> List[Any]:
-        """call(items) on the pipeline thread, one output per item; if it
-        fails, each item alone, so the failure stays with the items that cause it."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, _checked, call, items)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - isolated below
-            if len(items) == 1:
-                return [error]
-            log.warning("a batch of %d failed (%s); re-running its images one by one", len(items), error)
-        outcomes: List[Any] = []
-        for item in items:
-            try:
-                outcomes.append((await loop.run_in_executor(self._executor, _checked, call, [item]))[0])
-            except Exception as e:  # noqa: BLE001
-                outcomes.append(e)
-        return outcomes
-
-
-def _checked(call: Callable[[list], Sequence[Any]], items: list) -> List[Any]:
-    outputs = list(call(items))
-    if len(outputs) != len(items):
-        raise RuntimeError(f"the pipeline returned {len(outputs)} outputs for {len(items)} inputs")
-    return outputs
-
-
-def _best(boxes: np.ndarray, limit: Optional[int]) -> np.ndarray:
-    """The `limit` best-scoring boxes (score in column 4), in their original order."""
-    if limit is None or len(boxes) <= limit:
-        return boxes
-    keep = np.sort(np.argsort(-boxes[:, 4], kind="stable")[:limit])
-    return boxes[keep]
+        """stages.isolated(call, items) on the pipeline thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, isolated, call, items)
 
 
 def _settle(job: _Job, outcome: Any) -> None:

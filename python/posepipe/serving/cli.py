@@ -2,6 +2,7 @@
 
     posepipe serve --pipeline human_keypoint_detection --host 127.0.0.1 --port 8080 --device cpu
     posepipe serve --pipeline my.yaml --max_batch 8 --max_wait_ms 5 --max_queue 64
+    posepipe serve --pipeline my.yaml --ray --replicas 2     (Ray Serve: posepipe.ray)
 
 PaddleX's `paddlex --serve` flags (--pipeline, --host, --port, --device,
 --use_hpip) mean the same here; the others are posepipe's."""
@@ -13,6 +14,7 @@ from typing import List, Optional
 
 from ..flags import add_flags, from_args, given
 from ..options import PipelineOptions
+from ..ray.settings import RayCluster, RayServeSettings
 from .settings import ServingSettings
 
 PROG = "posepipe serve"
@@ -30,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use_hpip", action="store_true", help="high-performance inference, as PaddleX's flag")
     add_flags(p.add_argument_group("how the pipeline runs"), PipelineOptions)
     add_flags(p.add_argument_group("server"), ServingSettings)
+    ray_group = p.add_argument_group("Ray Serve (with --ray; the server's limits above apply too)")
+    add_flags(ray_group, RayCluster)
+    add_flags(ray_group, RayServeSettings)
     return p
 
 
@@ -42,8 +47,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = from_args(ServingSettings, args)
         options = given(PipelineOptions, args)
         PipelineOptions(**options)
+        cluster = from_args(RayCluster, args)
+        ray_settings = from_args(RayServeSettings, args)
     except ValueError as e:  # the dataclasses' own checks (ConfigError is a ValueError)
         parser.error(str(e))
+    ray_flags = sorted(given(RayServeSettings, args)) + (["ray_address"] if cluster.ray_address else [])
+    if ray_flags and not cluster.ray:
+        parser.error(f"--{ray_flags[0]} needs --ray")
+    if cluster.ray and settings.port == 0:
+        parser.error("--ray needs a --port number: Ray Serve's proxy cannot pick a free one")
 
     # A bad name or YAML is reported now, before the server starts; model
     # loading (the slow part) happens after startup, behind /ready.
@@ -55,6 +67,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PosepipeError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+
+    if cluster.ray:
+        from ..ray import RayMissing, require_ray
+
+        try:
+            require_ray()
+        except RayMissing as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 1
+        from ..ray.cli import serve_main
+
+        return serve_main(
+            args.pipeline, settings, cluster, ray_settings, device=args.device, use_hpip=args.use_hpip,
+            pipeline_options=options,
+        )
 
     from .server import serve
 

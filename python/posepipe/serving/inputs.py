@@ -79,7 +79,3 @@ def decode_image(data: bytes, limits: InputLimits) -> np.ndarray:
     except InputError as e:
         status = 413 if e.problem.startswith("image is too large") else 400
         raise ApiError(status, str(e)) from None
-
-
-def image_from_base64(text: str, limits: InputLimits) -> np.ndarray:
-    return decode_image(decode_base64(text, limits.max_bytes), limits)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..flags import setting
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..io import InputLimits
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _LOG_FORMATS = ("json", "text")
@@ -152,6 +155,12 @@ class ServingSettings:
     @property
     def decode_workers(self) -> int:
         return self.decode_threads or max(1, min(4, os.cpu_count() or 1))
+
+    def input_limits(self) -> "InputLimits":
+        """What decoding a request's image is held to."""
+        from ..io import InputLimits
+
+        return InputLimits(max_pixels=self.max_pixels, max_bytes=self.max_image_bytes, url_timeout=self.url_timeout_s)
 
     def replace(self, **changes) -> "ServingSettings":
         return dataclasses.replace(self, **changes)

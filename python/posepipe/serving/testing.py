@@ -63,6 +63,14 @@ class FakePipeline:
         self.fail_widths = set(fail_widths)
         self._busy = threading.Lock()
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Picklable (a Ray Serve replica gets a copy), each copy with a lock of its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_busy"}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._busy = threading.Lock()
+
     def warmup(self) -> None:
         if self.warning:
             warnings.warn(self.warning, UserWarning)
