@@ -106,8 +106,9 @@ def test_flags_reach_the_pipeline(fake, photos, capsys):
     assert cli.main(args) == 0
     [call] = fake.calls
     config = PipelineConfig.from_dict(call.pop("config"))
-    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "kpt_batch_size": 16, "tune_malloc": False}
+    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "tune_malloc": False}
     assert (config.detector.model_dir, config.detector.batch_size) == ("/models/det", 4)
+    assert config.keypoints.batch_size == 16
     assert (config.keypoints.model_dir, config.keypoints.flip, config.keypoints.use_udp) == ("/models/kpt", True, False)
     assert fake.pipeline.thresholds == [0.3]
     assert capsys.readouterr().err == ""  # --quiet

@@ -13,14 +13,14 @@ from posepipe.models.spec import DETECTOR, KEYPOINT, DetectorPreprocess, Keypoin
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-# dir -> (kind, model_name, input size, has interpolate ops)
+# dir -> (kind, model_name, input size)
 SHARED_MODELS = {
-    "official_arch/PP-YOLOE-S_human": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
-    "official_arch/PP-YOLOE-S_human_noNMS": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
-    "official_arch/PP-TinyPose_128x96": (KEYPOINT, "PP-TinyPose_128x96", (96, 128), True),
-    "official_arch/PP-TinyPose_256x192": (KEYPOINT, "PP-TinyPose_256x192", (192, 256), True),
-    "real/person_detector_nanodet": (DETECTOR, "PP-YOLOE-S_human", (416, 416), False),
-    "real/keypoint_movenet_thunder": (KEYPOINT, "PP-TinyPose_256x192", (256, 256), False),
+    "official_arch/PP-YOLOE-S_human": (DETECTOR, "PP-YOLOE-S_human", (640, 640)),
+    "official_arch/PP-YOLOE-S_human_noNMS": (DETECTOR, "PP-YOLOE-S_human", (640, 640)),
+    "official_arch/PP-TinyPose_128x96": (KEYPOINT, "PP-TinyPose_128x96", (96, 128)),
+    "official_arch/PP-TinyPose_256x192": (KEYPOINT, "PP-TinyPose_256x192", (192, 256)),
+    "real/person_detector_nanodet": (DETECTOR, "PP-YOLOE-S_human", (416, 416)),
+    "real/keypoint_movenet_thunder": (KEYPOINT, "PP-TinyPose_256x192", (256, 256)),
 }
 
 
@@ -32,14 +32,13 @@ def test_every_listed_model_dir_is_in_shared(shared_dir):
 
 @pytest.mark.parametrize("rel", sorted(SHARED_MODELS))
 def test_shared_models_parse(shared_dir, rel):
-    kind, name, size, interp = SHARED_MODELS[rel]
+    kind, name, size = SHARED_MODELS[rel]
     spec = load_model_spec(shared_dir / "models" / rel)
     assert spec.kind == kind
     assert spec.model_name == name
     assert spec.draw_threshold == 0.5
     assert spec.program_path.name == "inference.json"
     assert spec.params_path.name == "inference.pdiparams"
-    assert spec.has_interpolate is interp
     assert spec.has_leaky_relu is False
     if kind == DETECTOR:
         assert spec.keypoint is None
@@ -154,12 +153,11 @@ def test_yml_semantics(tmp_path):
     assert spec.keypoint == KeypointPreprocess((192, 256), True, (0.0,) * 3, (1.0,) * 3, False)
 
 
-def test_program_scan_finds_interp_and_leaky_relu(shared_dir, tmp_path):
+def test_program_scan_finds_leaky_relu(shared_dir, tmp_path):
     model = tmp_path / "m"
     shutil.copytree(shared_dir / "models/real/keypoint_movenet_thunder", model, ignore=shutil.ignore_patterns("*.pdiparams", "*.onnx"))
     (model / "inference.pdiparams").write_bytes(b"\0")
-    assert not load_model_spec(model).has_interpolate
+    assert not load_model_spec(model).has_leaky_relu
     with open(model / "inference.json", "ab") as f:
         f.write(b' "1.nearest_interp" "1.leaky_relu"')
-    spec = load_model_spec(model)
-    assert spec.has_interpolate and spec.has_leaky_relu
+    assert load_model_spec(model).has_leaky_relu

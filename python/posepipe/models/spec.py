@@ -38,9 +38,8 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Permute (HWC -> CHW) is what posepipe always does; it is accepted, not needed.
 _KNOWN_STEPS = frozenset({"Resize", "TopDownEvalAffine", "NormalizeImage", "Permute", "PadStride", "Pad"})
 
-# Op names as they appear in both program formats (PIR json: "1.nearest_interp";
-# legacy protobuf: "nearest_interp_v2"). A byte search finds them without Paddle.
-_INTERP_OPS = re.compile(rb"(?:bilinear|nearest|bicubic|linear|trilinear)_interp")
+# Op names as they appear in both program formats (PIR json: "1.leaky_relu";
+# legacy protobuf: "leaky_relu"). A byte search finds them without Paddle.
 _LEAKY_RELU_OPS = re.compile(rb"leaky_relu")
 
 
@@ -84,8 +83,6 @@ class ModelSpec:
     params_path: Path
     detector: Optional[DetectorPreprocess]
     keypoint: Optional[KeypointPreprocess]
-    # oneDNN on Paddle 3.3.1 cannot run *_interp ops of PIR programs (issue #79749).
-    has_interpolate: bool
     # oneDNN's conv + leaky_relu fusion segfaults on Paddle 3.3.1.
     has_leaky_relu: bool
     # TensorRT shapes from the yml's `Hpi` block: input -> [min, opt, max] shapes.
@@ -134,7 +131,6 @@ def load_model_spec(model_dir, kind: Optional[str] = None) -> ModelSpec:
         params_path=params,
         detector=detector,
         keypoint=keypoint,
-        has_interpolate=bool(_INTERP_OPS.search(code)),
         has_leaky_relu=bool(_LEAKY_RELU_OPS.search(code)),
         hpi_dynamic_shapes=_hpi_dynamic_shapes(cfg.get("Hpi")),
     )
