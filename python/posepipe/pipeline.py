@@ -78,7 +78,7 @@ class KeypointPipeline:
         self._specs = (det_spec, kpt_spec)
         self._kpt_batch_info: Dict[str, Dict[str, Any]] = {}
         chooser = PrecisionChooser(
-            det_spec, kpt_spec, runtime, self._stages, self._keypoint_batch, det_cfg.threshold, tune_threads=tune
+            self._specs, runtime, self._stages, self._keypoint_batch, det_cfg.threshold, tune_threads=tune
         )
         choice = chooser.choose(options.precision, options.calibration, (plans[0], plans[1]))
         kpt_batch = self._keypoint_batch(choice.keypoints)
@@ -88,7 +88,7 @@ class KeypointPipeline:
             "detector": self.detector.backend.describe(),
             "keypoints": self.keypoints.backend.describe(),
             "kpt_batch_size": self.keypoints.max_batch,
-            "precision": {"running": choice.precision, **choice.info},
+            "precision": {**choice.precisions, **choice.info},
             "tuning": {
                 "cpu": cpu_info().summary(),
                 "detector_threads": choice.detector.threads,

@@ -8,21 +8,24 @@
     "int8"   OpenVINO on models quantized by NNCF on the calibration images,
              where the CPU has VNNI or AMX-INT8
     "fp16"   on GPUs: use_hpip's fp16 TensorRT candidates
-    "auto"   the fastest of fp32 and the precisions this device has units
-             for that pass the accuracy gate
+    "auto"   per model, the fastest of fp32 and the precisions this device has
+             units for that passes the accuracy gate
 
 `calibration` names the user's images (a folder, a file or a list), photos
-of the people the pipeline will see. With them, every lower precision is run
-end to end next to fp32 on those images and must pass the accuracy gate
-(runtime/accuracy.py) and be faster than fp32 on them; otherwise posepipe
-runs fp32 and logs why. int8 and auto need them (int8 is calibrated on them)
-and refuse without; an explicit bf16 or fp16 without them runs with a
-warning that its accuracy was not checked. A precision the device has no
-units for falls back to fp32 with a log line.
+of the people the pipeline will see. With them, the decision is taken per
+model, detector first: each lower precision runs end to end next to fp32 on
+those images (the other model as already chosen) and must pass the accuracy
+gate (runtime/accuracy.py) and be faster than fp32 on them, else that model
+runs fp32 and a log line says why. So a detector whose int8 scores drift
+across the detection threshold stays fp32 while the keypoint model runs int8.
+int8 and auto need calibration images (int8 is calibrated on them) and
+refuse without; an explicit bf16 or fp16 without them runs with a warning
+that its accuracy was not checked. A precision the device has no units for
+falls back to fp32 with a log line.
 
-The decision (precision, each candidate's accuracy report and model time) is
-cached per model, device, CPU and calibration set (runtime/decisions.py), and
-shown in `pipeline.metadata["precision"]`.
+The decision (each model's precision, each candidate's accuracy report and
+model time) is cached per models, device, CPU and calibration set
+(runtime/decisions.py), and shown in `pipeline.metadata["precision"]`.
 """
 from __future__ import annotations
 
@@ -52,11 +55,13 @@ from .runtime.timing import OthersCpu, best_ms
 log = logging.getLogger("posepipe")
 
 LOW_PRECISIONS = {"cpu": ("bf16", "int8"), "gpu": ("fp16",)}
+ROLES = ("detector", "keypoints")
 PRECISION_VERSION = 1
 MAX_CALIBRATION_IMAGES = 64
-TIMED_IMAGES = 4  # images whose model calls are timed per candidate and round
+TIMED_IMAGES = 4  # images whose detector calls are timed per candidate and round
+TIMED_CROPS = 16  # crops whose keypoint calls are timed per candidate and round
 TIMING_ROUNDS = 3
-# A lower precision must beat fp32's model time by this much to be worth its risk.
+# A lower precision must cut a model's time by this much to be worth its risk.
 MIN_SPEEDUP = 1.05
 
 # Builds (Detector, KeypointModel) around two backends and a keypoint batch size.
@@ -67,42 +72,34 @@ BatchChooser = Callable[[ModelPlan], int]
 
 @dataclass
 class Choice:
-    """What runs: one precision for both models."""
+    """What runs: a plan per model, and how it was decided."""
 
-    precision: str
     detector: ModelPlan
     keypoints: ModelPlan
     info: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def precisions(self) -> Dict[str, str]:
+        return {"detector": self.detector.backend.precision, "keypoints": self.keypoints.backend.precision}
+
 
 @dataclass
-class _Candidate:
-    precision: str
-    detector: ModelPlan
-    keypoints: ModelPlan
-    kpt_batch: int
-    report: Optional[AccuracyReport] = None
-    ms: Optional[float] = None
+class _Trial:
+    """One model at one precision, checked and timed."""
 
-    def model_files(self) -> Dict[str, str]:
-        """The int8 model files this candidate runs (by role), for the decision cache."""
-        return {
-            role: str(plan.backend.model_path)
-            for role, plan in (("detector", self.detector), ("keypoints", self.keypoints))
-            if self.precision == "int8"
-        }
+    precision: str
+    plan: ModelPlan
+    report: Optional[AccuracyReport] = None  # None: fp32, the reference
+    ms: float = float("inf")
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or self.report.passed
 
     def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {
-            "precision": self.precision,
-            "detector": self.detector.label,
-            "keypoints": self.keypoints.label,
-            "kpt_batch_size": self.kpt_batch,
-        }
+        out: Dict[str, Any] = {"precision": self.precision, "backend": self.plan.label, "model_ms": round(self.ms, 3)}
         if self.report is not None:
             out["accuracy"] = self.report.summary()
-        if self.ms is not None:
-            out["model_ms"] = round(self.ms, 3)
         return out
 
 
@@ -127,20 +124,18 @@ def load_calibration(calibration: Any) -> Tuple[List[np.ndarray], str]:
 
 
 class PrecisionChooser:
-    """Runs the precision decision for one pipeline (see the module's docstring)."""
+    """Takes the precision decision for one pipeline (see the module's docstring)."""
 
     def __init__(
         self,
-        det_spec: ModelSpec,
-        kpt_spec: ModelSpec,
+        specs: Tuple[ModelSpec, ModelSpec],
         runtime: RuntimeOptions,
         make_stages: StageFactory,
         choose_batch: BatchChooser,
         det_threshold: Optional[float],
         tune_threads: bool,
     ):
-        self.det_spec = det_spec
-        self.kpt_spec = kpt_spec
+        self.specs = dict(zip(ROLES, specs))
         self.runtime = runtime
         self.make_stages = make_stages
         self.choose_batch = choose_batch
@@ -148,29 +143,25 @@ class PrecisionChooser:
         self.tune_threads = tune_threads
         self.device = runtime.device
 
-    # --- entry -------------------------------------------------------------
-
     def choose(self, request: Optional[str], calibration: Any, fp32: Tuple[ModelPlan, ModelPlan]) -> Choice:
         det32, kpt32 = fp32
         if request in (None, "fp32"):
-            return Choice("fp32" if request else _precision_of(det32, kpt32), det32, kpt32, {"requested": request})
+            return Choice(det32, kpt32, {"requested": request})
         wanted = self._wanted(request)
         if not wanted:
-            return Choice("fp32", det32, kpt32, {"requested": request, "chosen": "fp32", "reason": "no units"})
+            return Choice(det32, kpt32, {"requested": request, "decision": "no units"})
         if calibration is None:  # explicit bf16 / fp16 only (PipelineOptions refuses the rest)
-            cand = self._build(wanted[0])
+            plans = {role: self._build(role, wanted[0]) for role in ROLES}
             log.warning(
                 "posepipe precision: running %s without an accuracy check (no calibration images given; "
                 "calibration=... checks it against fp32 on your photos)", wanted[0],
             )
-            info = {"requested": request, "chosen": wanted[0], "decision": "unchecked", "candidates": [cand.to_dict()]}
-            return Choice(wanted[0], cand.detector, cand.keypoints, info)
+            return Choice(plans["detector"], plans["keypoints"], {"requested": request, "decision": "unchecked"})
         return self._decide(request, wanted, calibration, det32, kpt32)
 
     def _wanted(self, request: str) -> List[str]:
-        """The precisions to try, after refusing those the device has no units for."""
-        low = LOW_PRECISIONS.get(self.device.kind, ())
-        wanted = list(low) if request == "auto" else [request]
+        """The precisions to try, less those this device has no units for (logged)."""
+        wanted = list(LOW_PRECISIONS.get(self.device.kind, ())) if request == "auto" else [request]
         usable = []
         for precision in wanted:
             why = self._no_units(precision)
@@ -182,7 +173,8 @@ class PrecisionChooser:
 
     def _no_units(self, precision: str) -> str:
         if precision not in LOW_PRECISIONS.get(self.device.kind, ()):
-            return f"{precision} runs on {' / '.join(k for k, v in LOW_PRECISIONS.items() if precision in v)}, not on {self.device}"
+            where = " / ".join(kind for kind, low in LOW_PRECISIONS.items() if precision in low)
+            return f"posepipe runs {precision} on {where}, not on {self.device}"
         if self.device.kind == "cpu":
             from .runtime.openvino import OpenVinoBackend
 
@@ -197,126 +189,136 @@ class PrecisionChooser:
         start, witness = time.perf_counter(), OthersCpu()
         images, calib_digest = load_calibration(calibration)
         key = self._key(request, wanted, calib_digest, det32, kpt32)
-        path = decisions.cache_path("precision", f"{self.det_spec.model_name}+{self.kpt_spec.model_name}", key)
-        cached = self._from_cache(decisions.load(path, key, PRECISION_VERSION), wanted, det32, kpt32)
+        path = decisions.cache_path("precision", "+".join(s.model_name for s in self.specs.values()), key)
+        cached = self._from_cache(decisions.load(path, key, PRECISION_VERSION), {"detector": det32, "keypoints": kpt32})
         if cached is not None:
             cached.info.update(requested=request, decision="cache", cache_file=str(path))
             return cached
-        reference = _Candidate("fp32", det32, kpt32, self.choose_batch(kpt32))
-        ref_persons, det_feeds, crops = self._run(reference, images)
-        if not any(len(p.boxes) for p in ref_persons):
+        reference, det_feeds, crops = self._run(det32, kpt32, images)
+        if not any(len(p.boxes) for p in reference):
             raise ConfigError(
                 "calibration: the fp32 pipeline finds no person on these images, so a lower precision cannot be "
                 "checked; give photos of the people the pipeline will see"
             )
-        candidates = [reference]
-        for precision in wanted:
-            try:
-                cand = self._build(precision, det_feeds, crops)
-            except PosepipeError as e:
-                log.warning("posepipe precision: %s cannot run here (%s); running fp32", precision, e)
-                continue
-            cand.report = compare_persons(ref_persons, self._run(cand, images)[0])
-            candidates.append(cand)
-            log.log(
-                logging.INFO if cand.report.passed else logging.WARNING,
-                "posepipe precision: %s against fp32 on the calibration images %s: %s",
-                precision, "passes" if cand.report.passed else "FAILS the accuracy gate", cand.report.line(),
-            )
-        passing = [c for c in candidates if c.report is None or c.report.passed]
-        self._time(passing, images)
-        best = min(passing, key=lambda c: c.ms)
-        if best is not reference and best.ms * MIN_SPEEDUP > reference.ms:
-            best = reference
-        for cand in candidates[1:]:
-            if cand is not best:
-                why = cand.report.reason() if not cand.report.passed else (
-                    f"accurate, but {cand.ms:.1f} ms of model time on the calibration images against fp32's "
-                    f"{reference.ms:.1f} ms"
+        samples = {"detector": det_feeds, "keypoints": [{"image": c[None]} for c in crops]}
+        chosen = {"detector": det32, "keypoints": kpt32}
+        trials: Dict[str, List[_Trial]] = {}
+        for role in ROLES:  # the detector first: the keypoint model then sees the chosen detector's persons
+            trials[role] = [_Trial("fp32", chosen[role])]
+            for precision in wanted:
+                try:
+                    plan = self._build(role, precision, samples[role])
+                except PosepipeError as e:
+                    log.warning("posepipe precision: %s: %s cannot run here (%s)", role, precision, e)
+                    continue
+                plans = {**chosen, role: plan}
+                trial = _Trial(precision, plan, compare_persons(reference, self._run(plans["detector"], plans["keypoints"], images)[0]))
+                log.log(
+                    logging.INFO if trial.passed else logging.WARNING,
+                    "posepipe precision: %s at %s against fp32 on the calibration images %s: %s",
+                    role, precision, "passes" if trial.passed else "FAILS the accuracy gate", trial.report.line(),
                 )
-                log.warning("posepipe precision: not running %s (%s); running %s", cand.precision, why, best.precision)
+                trials[role].append(trial)
+            other = chosen["keypoints" if role == "detector" else "detector"]
+            self._time(role, [t for t in trials[role] if t.passed], other, det_feeds, crops)
+            chosen[role] = self._pick(role, trials[role]).plan
         info: Dict[str, Any] = {
             "requested": request,
-            "chosen": best.precision,
             "decision": "measured",
             "calibration_images": len(images),
             "decision_s": round(time.perf_counter() - start, 3),
-            "candidates": [c.to_dict() for c in candidates],
+            "candidates": {role: [t.to_dict() for t in trials[role]] for role in ROLES},
         }
-        payload = {"chosen": best.precision, "models": best.model_files(), "candidates": info["candidates"]}
+        models = {role: str(getattr(chosen[role].backend, "model_path", "")) for role in ROLES}
+        payload = {"chosen": {role: chosen[role].backend.precision for role in ROLES}, "models": models, **info}
         info["cache_file"] = decisions.store_measured(path, key, PRECISION_VERSION, payload, witness)
-        log.info("posepipe precision: %s requested -> %s (%.1f s)", request, best.precision, info["decision_s"])
-        return Choice(best.precision, best.detector, best.keypoints, info)
+        choice = Choice(chosen["detector"], chosen["keypoints"], info)
+        log.info("posepipe precision: %s requested -> %s (%.1f s)", request, choice.precisions, info["decision_s"])
+        return choice
 
-    def _from_cache(self, saved: Optional[Dict[str, Any]], wanted: List[str], det32: ModelPlan, kpt32: ModelPlan) -> Optional[Choice]:
-        if saved is None or saved.get("chosen") not in ["fp32", *wanted]:
+    def _pick(self, role: str, trials: List[_Trial]) -> _Trial:
+        """The fastest passing trial, if it beats fp32 by MIN_SPEEDUP; the others' reasons logged."""
+        fp32 = trials[0]
+        passing = [t for t in trials if t.passed]
+        best = min(passing, key=lambda t: t.ms)
+        if best is not fp32 and best.ms * MIN_SPEEDUP > fp32.ms:
+            best = fp32
+        for trial in trials[1:]:
+            if trial is not best:
+                why = trial.report.reason() if not trial.passed else (
+                    f"accurate, but {trial.ms:.1f} ms of model time on the calibration inputs against fp32's {fp32.ms:.1f} ms"
+                )
+                log.warning("posepipe precision: %s: not running %s (%s); running %s", role, trial.precision, why, best.precision)
+        return best
+
+    def _from_cache(self, saved: Optional[Dict[str, Any]], fp32: Dict[str, ModelPlan]) -> Optional[Choice]:
+        if saved is None or not isinstance(saved.get("chosen"), dict):
             return None
-        chosen = saved["chosen"]
-        info = {"chosen": chosen, "candidates": saved.get("candidates")}
-        if chosen == "fp32":
-            return Choice("fp32", det32, kpt32, info)
-        models = saved.get("models") or {}
-        files = {role: Path(models[role]) for role in ("detector", "keypoints") if models.get(role)}
-        if chosen == "int8" and not all(f.is_file() and f.with_suffix(".bin").is_file() for f in files.values()):
-            return None  # the quantized models are gone: measure again
+        plans = dict(fp32)
         try:
-            det = self._openvino(self.det_spec, chosen, files.get("detector"))
-            kpt = self._openvino(self.kpt_spec, chosen, files.get("keypoints"))
-        except PosepipeError as e:
-            log.warning("posepipe precision: cached choice %s no longer builds (%s); deciding again", chosen, e)
+            for role in ROLES:
+                precision = saved["chosen"][role]
+                if precision == fp32[role].backend.precision:
+                    continue
+                model = Path(saved["models"][role]) if precision == "int8" else None
+                if model is not None and not (model.is_file() and model.with_suffix(".bin").is_file()):
+                    return None  # the quantized model is gone: decide again
+                plans[role] = self._openvino(role, precision, model)
+        except (KeyError, TypeError) as e:
+            log.warning("posepipe precision: ignoring an unreadable cached decision (%s)", e)
             return None
-        return Choice(chosen, det, kpt, info)
+        except PosepipeError as e:
+            log.warning("posepipe precision: the cached choice no longer builds (%s); deciding again", e)
+            return None
+        return Choice(plans["detector"], plans["keypoints"], {"candidates": saved.get("candidates")})
 
     def _key(self, request: str, wanted: Sequence[str], calib_digest: str, det32: ModelPlan, kpt32: ModelPlan) -> str:
         parts = {
             "precision": PRECISION_VERSION,
             "request": request,
             "wanted": list(wanted),
-            "detector": model_key(self.det_spec),
-            "keypoints": model_key(self.kpt_spec),
+            "models": [model_key(s) for s in self.specs.values()],
             "fp32": [det32.label, kpt32.label],
             "calibration": calib_digest,
             "threshold": self.det_threshold,
-            "gate": [MIN_OKS, MIN_CLOSE_SHARE, VISIBLE_SCORE],
+            "gate": [MIN_OKS, MIN_CLOSE_SHARE, VISIBLE_SCORE, MIN_SPEEDUP],
         }
         return decisions.decision_key(parts, self.device)
 
     # --- candidates ------------------------------------------------------------
 
-    def _build(
-        self, precision: str, det_feeds: Optional[List[Dict[str, np.ndarray]]] = None, crops: Optional[List[np.ndarray]] = None
-    ) -> _Candidate:
+    def _build(self, role: str, precision: str, samples: Optional[List[Dict[str, np.ndarray]]] = None) -> ModelPlan:
+        spec = self.specs[role]
         if self.device.kind == "gpu":
             fp16 = tuple(c for c in CANDIDATES["gpu"] if c.precision == "fp16")
-            det = plan_backend(self.det_spec, self.runtime, use_hpip=True, candidates=fp16, tune_threads=False)
-            kpt = plan_backend(self.kpt_spec, self.runtime, use_hpip=True, candidates=fp16, tune_threads=False)
-        elif precision == "int8":
+            return plan_backend(spec, self.runtime, use_hpip=True, candidates=fp16, tune_threads=False)
+        model = None
+        if precision == "int8":
             from .runtime.quantize import int8_model
 
-            if not det_feeds or not crops:
+            if not samples:
                 raise ConfigError("int8 needs calibration images with people on them")
-            det = self._openvino(self.det_spec, "int8", int8_model(self.det_spec, det_feeds))
-            kpt = self._openvino(self.kpt_spec, "int8", int8_model(self.kpt_spec, [{"image": c[None]} for c in crops]))
-        else:
-            det = self._openvino(self.det_spec, precision)
-            kpt = self._openvino(self.kpt_spec, precision)
-        return _Candidate(precision, det, kpt, self.choose_batch(kpt))
+            model = int8_model(spec, samples)
+        return self._openvino(role, precision, model)
 
-    def _openvino(self, spec: ModelSpec, precision: str, model_path: Optional[Path] = None) -> ModelPlan:
+    def _openvino(self, role: str, precision: str, model_path: Optional[Path] = None) -> ModelPlan:
         from .runtime.openvino import OpenVinoBackend
 
+        spec = self.specs[role]
         label = f"openvino_{precision}" + (f":{model_path.stem}" if model_path is not None else "")
         build = lambda o: OpenVinoBackend(spec, o, precision=precision, model_path=model_path)  # noqa: E731
         return ModelPlan.tuned(spec, self.runtime, label, build, self.tune_threads)
 
     # --- running ---------------------------------------------------------------
 
-    def _run(self, cand: _Candidate, images: List[np.ndarray]) -> Tuple[List[Persons], List[Dict[str, np.ndarray]], List[np.ndarray]]:
+    def _run(
+        self, det: ModelPlan, kpt: ModelPlan, images: List[np.ndarray]
+    ) -> Tuple[List[Persons], List[Dict[str, np.ndarray]], List[np.ndarray]]:
         """Every calibration image end to end: persons per image, the detector's
         input per image, and every person's crop."""
         from .pipeline import detect_persons, estimate_keypoints
 
-        detector, keypoints = self.make_stages(cand.detector.backend, cand.keypoints.backend, cand.kpt_batch)
+        detector, keypoints = self.make_stages(det.backend, kpt.backend, self.choose_batch(kpt))
         persons, feeds, crops = [], [], []
         for image in images:
             feeds.append(detector.preprocess([image]))
@@ -326,32 +328,24 @@ class PrecisionChooser:
             crops.extend(image_crops)
         return persons, feeds, crops
 
-    def _time(self, candidates: List["_Candidate"], images: List[np.ndarray]) -> None:
-        """Model time per candidate on the first TIMED_IMAGES images, alternating rounds."""
+    def _time(
+        self, role: str, trials: List[_Trial], other: ModelPlan, det_feeds: List[Dict[str, np.ndarray]], crops: List[np.ndarray]
+    ) -> None:
+        """Each trial's model time on the calibration inputs (`other`: the
+        other model's plan), alternating rounds."""
         calls = {}
-        for i, cand in enumerate(candidates):
-            detector, keypoints = self.make_stages(cand.detector.backend, cand.keypoints.backend, cand.kpt_batch)
-            timed = images[:TIMED_IMAGES]
-            feeds = [detector.preprocess([im]) for im in timed]
-            rows = [detector.postprocess(detector.infer(f), [im.shape[:2]], self.det_threshold)[0] for f, im in zip(feeds, timed)]
-            crops = [keypoints.crops([im], np.zeros(len(r), np.int32), r[:, 2:6])[0] for r, im in zip(rows, timed) if len(r)]
-
-            def call(detector=detector, keypoints=keypoints, feeds=feeds, crops=crops) -> None:
-                for f in feeds:
-                    detector.infer(f)
-                for c in crops:
-                    keypoints.heatmaps(c)
-
+        for i, trial in enumerate(trials):
+            det, kpt = (trial.plan, other) if role == "detector" else (other, trial.plan)
+            detector, keypoints = self.make_stages(det.backend, kpt.backend, self.choose_batch(kpt))
+            if role == "detector":
+                call = lambda detector=detector: [detector.infer(f) for f in det_feeds[:TIMED_IMAGES]]  # noqa: E731
+            else:
+                batch = np.stack(crops[:TIMED_CROPS])
+                call = lambda keypoints=keypoints, batch=batch: keypoints.heatmaps(batch)  # noqa: E731
             call()  # kernel creation for every shape, untimed
             calls[i] = call
-        ms = best_ms(calls, TIMING_ROUNDS)
-        for i, cand in enumerate(candidates):
-            cand.ms = ms[i]
-
-
-def _precision_of(det: ModelPlan, kpt: ModelPlan) -> str:
-    precisions = {det.backend.precision, kpt.backend.precision}
-    return precisions.pop() if len(precisions) == 1 else "mixed"
+        for i, ms in best_ms(calls, TIMING_ROUNDS).items():
+            trials[i].ms = ms
 
 
 __all__ = ["Choice", "PrecisionChooser", "load_calibration"]
