@@ -288,3 +288,16 @@ def test_real_folder_with_a_bad_file(real_yaml, photos, tmp_path, capsys):
     assert cli.main(["--pipeline", str(real_yaml), "--input", str(folder), "--save_path", str(out), "--device", "cpu", "-q"]) == 1
     assert "1 of 2 inputs failed (first: " + str(folder / "b.jpg") in one_error_line(capsys.readouterr().err)
     assert sorted(p.name for p in out.iterdir()) == ["a_res.jpg", "a_res.json"]
+
+
+def test_precision_flags_reach_the_pipeline(fake, photos):
+    args = ["--input", str(photos / "hrnet_demo.jpg"), "--precision", "int8", "--calibration", str(photos), "-q"]
+    assert cli.main(args) == 0
+    [call] = fake.calls
+    assert (call["precision"], call["calibration"]) == ("int8", str(photos))
+
+
+def test_int8_without_calibration_is_refused_before_loading(fake, photos, capsys):
+    assert cli.main(["--input", str(photos / "hrnet_demo.jpg"), "--precision", "int8"]) == 2
+    assert "precision='int8' needs calibration images" in capsys.readouterr().err
+    assert fake.calls == []
