@@ -79,16 +79,26 @@ def _candidate(meta, role, precision):
     return next(c for c in meta["candidates"][role] if c["precision"] == precision)
 
 
-@pytest.mark.parametrize("calibration", ["coco"])
-def test_bf16_passes_the_gate_on_real_photos(calibration, calibration_sets, real_config, posepipe_home, fp32_pipeline, fixed_model_times, caplog):
-    folder = calibration_sets[calibration]
+def _checked_pipeline(real_config, caplog, precision, folder):
+    """The pipeline at `precision`, checked on `folder`; None where this CPU
+    lacks the units (after checking that it said so and runs fp32)."""
     with caplog.at_level(logging.INFO, logger="posepipe"):
-        pipeline = _pipeline(real_config, precision="bf16", calibration=str(folder))
+        pipeline = _pipeline(real_config, precision=precision, calibration=str(folder))
     meta = pipeline.metadata["precision"]
-    if not HAS_BF16:
-        assert (meta["detector"], meta["keypoints"]) == ("fp32", "fp32")
-        assert "bf16 would not pay here (bf16 needs AMX-BF16 or AVX512-BF16" in caplog.text
+    if HAS_BF16 if precision == "bf16" else HAS_INT8:
+        return pipeline
+    assert (meta["detector"], meta["keypoints"]) == ("fp32", "fp32")
+    units = "AMX-BF16 or AVX512-BF16" if precision == "bf16" else "VNNI or AMX-INT8"
+    assert f"{precision} would not pay here ({precision} needs {units}" in caplog.text
+    return None
+
+
+def test_bf16_passes_the_gate_on_real_photos(calibration_sets, real_config, posepipe_home, fp32_pipeline, fixed_model_times, caplog):
+    folder = calibration_sets["coco"]
+    pipeline = _checked_pipeline(real_config, caplog, "bf16", folder)
+    if pipeline is None:
         return
+    meta = pipeline.metadata["precision"]
     assert meta["decision"] == "measured" and meta["requested"] == "bf16"
     for role in ("detector", "keypoints"):
         report = _candidate(meta, role, "bf16")["accuracy"]
@@ -102,16 +112,12 @@ def test_bf16_passes_the_gate_on_real_photos(calibration, calibration_sets, real
     assert report.passed, report.line()
 
 
-@pytest.mark.parametrize("calibration", ["coco"])
-def test_int8_keypoints_pass_the_gate_on_real_photos(calibration, calibration_sets, real_config, posepipe_home, fp32_pipeline, fixed_model_times, caplog):
-    folder = calibration_sets[calibration]
-    with caplog.at_level(logging.INFO, logger="posepipe"):
-        pipeline = _pipeline(real_config, precision="int8", calibration=str(folder))
-    meta = pipeline.metadata["precision"]
-    if not HAS_INT8:
-        assert (meta["detector"], meta["keypoints"]) == ("fp32", "fp32")
-        assert "int8 would not pay here (int8 needs VNNI or AMX-INT8" in caplog.text
+def test_int8_keypoints_pass_the_gate_on_real_photos(calibration_sets, real_config, posepipe_home, fp32_pipeline, fixed_model_times, caplog):
+    folder = calibration_sets["coco"]
+    pipeline = _checked_pipeline(real_config, caplog, "int8", folder)
+    if pipeline is None:
         return
+    meta = pipeline.metadata["precision"]
     keypoints = _candidate(meta, "keypoints", "int8")["accuracy"]
     assert keypoints["passed"], keypoints
     assert meta["keypoints"] == "int8" and pipeline.metadata["keypoints"]["backend"] == "openvino"

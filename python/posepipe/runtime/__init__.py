@@ -7,7 +7,7 @@ names (runtime/hpi_config.py). A new backend is one module and one entry."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 from ..errors import ConfigError
 from ..models.spec import ModelSpec
@@ -31,20 +31,10 @@ BACKENDS: Dict[str, Type[Backend]] = {
 _ONNX_BACKENDS = ("openvino", "onnxruntime")
 
 
-def create_backend(
-    spec: ModelSpec,
-    options: RuntimeOptions,
-    backend: str = "paddle",
-    *,
-    use_hpip: bool = False,
-    hpi: Optional[HpiConfig] = None,
-    candidates: Optional[Tuple[Candidate, ...]] = None,
-) -> Backend:
+def create_backend(spec: ModelSpec, options: RuntimeOptions, backend: str = "paddle", **choice: Any) -> Backend:
     """`backend` names one of BACKENDS; an explicitly named backend (not the
-    default) wins over `use_hpip`, which measures `candidates` (default: the
-    device's) unless `hpi` names one."""
-    label, build = backend_builder(spec, options.device, backend, use_hpip=use_hpip, hpi=hpi, candidates=candidates)
-    return build(options)
+    default) wins over `use_hpip`. `choice`: backend_builder's keywords."""
+    return backend_builder(spec, options.device, backend, **choice)[1](options)
 
 
 def backend_builder(
@@ -56,7 +46,9 @@ def backend_builder(
     hpi: Optional[HpiConfig] = None,
     candidates: Optional[Tuple[Candidate, ...]] = None,
 ) -> Tuple[str, Callable[[RuntimeOptions], Backend]]:
-    """(a label for logs and tuning caches, how to build the backend for given options)."""
+    """(a label for logs and tuning caches, how to build the backend for given
+    options). `use_hpip` measures `candidates` (default: the device's) unless
+    `hpi` names a backend."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if use_hpip and backend == "paddle":

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from ..models.spec import ModelSpec
 from . import backend_builder
 from .base import Backend, RuntimeOptions
-from .candidates import Candidate
 from .hpi_config import HpiConfig
 from .select import SelectedBackend
 from .tuning import with_tuned_threads
@@ -37,18 +36,13 @@ class ModelPlan:
 
 
 def plan_backend(
-    spec: ModelSpec,
-    options: RuntimeOptions,
-    backend: str = "paddle",
-    *,
-    use_hpip: bool = False,
-    hpi: Optional[HpiConfig] = None,
-    candidates: Optional[Tuple[Candidate, ...]] = None,
-    tune_threads: bool = True,
+    spec: ModelSpec, options: RuntimeOptions, backend: str = "paddle", *, tune_threads: bool = True, **choice: Any
 ) -> ModelPlan:
-    """`tune_threads`: measure the thread count (the user did not set one);
+    """`choice`: backend_builder's keywords (use_hpip, hpi, candidates).
+    `tune_threads`: measure the thread count (the user did not set one);
     `options.cpu_threads` is then the most threads tried."""
-    label, build = backend_builder(spec, options.device, backend, use_hpip=use_hpip, hpi=hpi, candidates=candidates)
+    label, build = backend_builder(spec, options.device, backend, **choice)
+    hpi: Optional[HpiConfig] = choice.get("hpi")
     if hpi is not None and hpi.cpu_threads is not None:
         options = dataclasses.replace(options, cpu_threads=hpi.cpu_threads)
         tune_threads = False
