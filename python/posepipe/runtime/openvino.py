@@ -122,10 +122,12 @@ class OpenVinoBackend(Backend):
         with self._lock:
             request = self._compiled.get(batch) or self._compile(batch, feeds)
             try:
-                results = request.infer(feeds, share_inputs=True)
+                # Inputs are read in place; outputs come back as copies (share_outputs
+                # off), since the request reuses its output tensors on the next call.
+                results = request.infer(feeds, share_inputs=True, share_outputs=False)
             except Exception as e:
                 raise ModelError(f"{self.spec.model_dir}: OpenVINO failed to run the model: {e}") from e
-            return [np.array(results[i]) for i in range(len(self.output_names))]
+            return [results[i] for i in range(len(self.output_names))]
 
     def _compile(self, batch: int, feeds: Mapping[str, np.ndarray]):
         model = self._model.clone()
