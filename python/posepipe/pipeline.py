@@ -61,8 +61,8 @@ class KeypointPipeline:
                     spec.model_dir, spec.model_name, cfg.model_name,
                 )
         self._threads = options.cpu_threads or 0
-        tune = options.cpu_threads is None
-        # use_hpip=None / precision="fp32": on GPUs keep to the fp32 candidates.
+        tune = options.cpu_threads is None  # threads measured per model unless the user set them
+        # precision="fp32": use_hpip keeps to its fp32 candidates (on GPUs it also has fp16 ones).
         hpip_pool = None
         if options.precision == "fp32":
             hpip_pool = tuple(c for c in CANDIDATES.get(self.device.kind, ()) if c.precision == "fp32")
