@@ -41,6 +41,7 @@ FULL_GROWTH_COUNTS = [1, 2, 5, 10, 20, 30, 40]
 QUICK_GROWTH_COUNTS = [1, 4]
 QUICK_PHOTOS = ["hrnet_demo.jpg", "000000087038.jpg"]
 STAGES = ["det_preprocess", "det_infer", "det_postprocess", "crops", "kpt_infer", "kpt_decode"]
+SECTIONS = {"e2e", "growth", "throughput", "kernels"}
 PEER = "paddlex"
 PEER_TUNED = "paddlex_tuned"
 # posepipe's modes, each a column: create_pipeline options. The lower
@@ -72,6 +73,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--modes", default="default",
                     help=f"posepipe's modes to measure, each a column, comma-separated, from {', '.join(MODES)} "
                          "(default: default; the first one also runs the growth and throughput sections)")
+    ap.add_argument("--sections", default="e2e,growth,throughput,kernels",
+                    help="what to measure, comma-separated (default: all of e2e,growth,throughput,kernels; "
+                         "e2e alone gives the per-photo tables and the targets that need them)")
     ap.add_argument("--pp-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra posepipe create_pipeline option for every mode, e.g. use_onednn=false (repeatable)")
     ap.add_argument("--settle", type=float, default=0.25, help="idle seconds before each timed request")
@@ -87,6 +91,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.peer_threads is None:
         args.peer_threads = 0 if args.quick else (os.cpu_count() or 1)
     args.pp_options = dict(parse_option(text) for text in args.pp_option)
+    args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if not args.sections <= SECTIONS or "e2e" not in args.sections:
+        raise SystemExit(f"--sections: give e2e and any of {', '.join(sorted(SECTIONS - {'e2e'}))}")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in args.modes if m not in MODES]
     if unknown or not args.modes:
@@ -143,10 +150,12 @@ def bench_suite(suite: Suite, shared: Path, sides: Sides, args) -> Dict[str, Any
     print(f"[{suite.name}] end to end per photo", file=sys.stderr)
     photos = QUICK_PHOTOS if args.quick else suite.photos
     out["photos"] = [bench_photo(suite, shared / "photos" / photo, sides, peers, args) for photo in photos]
-    print(f"[{suite.name}] cost growth", file=sys.stderr)
-    out["growth"] = bench_growth(suite, shared / "photos" / GROWTH_PHOTO, sides, peers, args)
-    print(f"[{suite.name}] throughput", file=sys.stderr)
-    out["throughput"] = bench_throughput(suite, shared, sides, peers, args)
+    if "growth" in args.sections:
+        print(f"[{suite.name}] cost growth", file=sys.stderr)
+        out["growth"] = bench_growth(suite, shared / "photos" / GROWTH_PHOTO, sides, peers, args)
+    if "throughput" in args.sections:
+        print(f"[{suite.name}] throughput", file=sys.stderr)
+        out["throughput"] = bench_throughput(suite, shared, sides, peers, args)
     return out
 
 
@@ -349,6 +358,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "settle_s": args.settle,
             "posepipe_options": args.pp_options,
             "modes": {mode: MODES[mode] for mode in args.modes},
+            "sections": sorted(args.sections),
         },
         "suites": {},
     }
@@ -364,8 +374,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["meta"]["paddlex"] = sides.peer_status
     finally:
         sides.close()
-    print("[kernels] micro-benchmarks", file=sys.stderr)
-    results["kernels"] = kernels.run_all(shared, suites, quick=args.quick)
+    if "kernels" in args.sections:
+        print("[kernels] micro-benchmarks", file=sys.stderr)
+        results["kernels"] = kernels.run_all(shared, suites, quick=args.quick)
     results["meta"]["machine"]["others_cpu_share"] = witness.share()
     results["targets"] = report.check_targets(results)
     out_dir = Path(args.out)
