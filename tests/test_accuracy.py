@@ -28,11 +28,12 @@ def _person(x0: float, y0: float, w: float = 80.0, h: float = 200.0):
 
 def _image(n: int, x_step: float = 120.0) -> Persons:
     people = [_person(10 + i * x_step, 20) for i in range(n)]
-    return Persons(np.array([p[0] for p in people]).reshape(-1, 4), np.array([p[1] for p in people]).reshape(-1, 17, 3))
+    boxes = np.array([p[0] for p in people]).reshape(-1, 4)
+    return Persons(boxes, np.array([p[1] for p in people]).reshape(-1, 17, 3), RNG.uniform(0.5, 0.9, len(boxes)))
 
 
 def _copy(p: Persons) -> Persons:
-    return Persons(p.boxes.copy(), p.keypoints.copy())
+    return Persons(p.boxes.copy(), p.keypoints.copy(), p.scores.copy())
 
 
 def test_oks_is_pycocotools_oks():
@@ -72,7 +73,7 @@ def test_identical_persons_pass():
 def test_a_lost_or_added_person_fails():
     ref = [_image(5)]
     lost = _copy(ref[0])
-    lost.boxes, lost.keypoints = lost.boxes[:4], lost.keypoints[:4]
+    lost.boxes, lost.keypoints, lost.scores = lost.boxes[:4], lost.keypoints[:4], lost.scores[:4]
     report = compare_persons(ref, [lost])
     assert not report.passed and report.lost == 1 and "1 person(s) lost and 0 added" in report.reason()
     added = compare_persons([lost], ref)
@@ -113,6 +114,18 @@ def test_deviation_is_measured_on_visible_keypoints_only():
     assert report.passed
     assert report.summary()["deviation_px"]["max"] == pytest.approx(3.0)
     assert len(report.deviation_px) == 12
+
+
+@pytest.mark.parametrize("drift, passes", [(0.015, True), (0.03, False)])
+def test_drifting_detection_scores_fail_even_when_no_person_crosses_the_threshold(drift, passes):
+    ref = [_image(4)]
+    cand = _copy(ref[0])
+    cand.scores[2] -= drift
+    report = compare_persons(ref, [cand])
+    assert report.score_drift == pytest.approx(drift) and report.passed is passes
+    assert report.lost == report.added == 0
+    if not passes:
+        assert f"detection scores moved by up to {drift:.3f}" in report.reason()
 
 
 def test_no_person_cannot_pass():

@@ -66,7 +66,7 @@ def _persons(pipeline, folder):
     for res in pipeline.predict(str(folder)):
         boxes = np.array([p["coordinate"] for p in res["boxes"]]).reshape(-1, 4)
         kpts = np.array([p["keypoints"] for p in res["boxes"]]).reshape(-1, 17, 3)
-        out.append(Persons(boxes, kpts))
+        out.append(Persons(boxes, kpts, np.array([p["det_score"] for p in res["boxes"]])))
     return out
 
 

@@ -12,9 +12,19 @@ end on the user's calibration images; their persons are compared:
   VISIBLE_SCORE); a person with none visible has no OKS and is counted apart;
 * the deviation is the pixel distance of those visible keypoints.
 
-The gate passes when no person is lost or added and at least
-MIN_CLOSE_SHARE of the persons keep OKS >= MIN_OKS. It is a share, not a
-mean, on purpose: measured on 12 photos (50 persons), bf16 kept OKS >= 0.99
+The gate passes when no person is lost or added, no paired person's
+detection score moves by more than MAX_SCORE_DRIFT, and at least
+MIN_CLOSE_SHARE of the persons keep OKS >= MIN_OKS.
+
+The score drift is what makes persons near the detection threshold appear
+or vanish: whether the calibration images happen to hold such a person
+decides "lost or added", the drift shows the risk on every person. Measured
+on real photos against fp32: bf16 moved scores by at most 0.007; NanoDet
+quantized to int8 on 4 COCO images by up to 0.08, passed "no person lost or
+added" on those images and then lost one and added two on the benchmark
+photos.
+
+The OKS criterion is a share, not a mean, on purpose: measured on 12 photos (50 persons), bf16 kept OKS >= 0.99
 on 49 of them, and one small, far-away person whose heatmaps are nearly flat
 flipped to another peak (OKS 0.23); a mean would be at the mercy of such a
 person, the share is not, while a systematic error fails it at once.
@@ -30,6 +40,7 @@ MATCH_IOU = 0.5
 VISIBLE_SCORE = 0.3
 MIN_OKS = 0.9
 MIN_CLOSE_SHARE = 0.9
+MAX_SCORE_DRIFT = 0.02
 # COCO-17 keypoint sigmas (pycocotools).
 COCO_SIGMAS = np.array(
     [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
@@ -38,15 +49,18 @@ COCO_SIGMAS = np.array(
 
 @dataclass
 class Persons:
-    """One image's persons: boxes [M,4] (x1, y1, x2, y2) and keypoints [M,17,3] (x, y, score)."""
+    """One image's persons: boxes [M,4] (x1, y1, x2, y2), keypoints [M,17,3]
+    (x, y, score) and detection scores [M]."""
 
     boxes: np.ndarray
     keypoints: np.ndarray
+    scores: np.ndarray
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, keypoints: np.ndarray) -> "Persons":
         """From the detector's [M,6] rows (class, score, x1, y1, x2, y2)."""
-        return cls(np.asarray(rows, np.float64)[:, 2:6].reshape(-1, 4), np.asarray(keypoints, np.float64).reshape(-1, 17, 3))
+        rows = np.asarray(rows, np.float64).reshape(-1, 6)
+        return cls(rows[:, 2:6], np.asarray(keypoints, np.float64).reshape(-1, 17, 3), rows[:, 1])
 
 
 @dataclass
@@ -59,6 +73,7 @@ class AccuracyReport:
     close: int = 0  # of those, OKS >= MIN_OKS
     oks: List[float] = field(default_factory=list)
     deviation_px: List[float] = field(default_factory=list)
+    score_drift: float = 0.0  # the largest |detection score change| of a paired person
 
     @property
     def close_share(self) -> float:
@@ -66,7 +81,13 @@ class AccuracyReport:
 
     @property
     def passed(self) -> bool:
-        return self.scored > 0 and self.lost == 0 and self.added == 0 and self.close_share >= MIN_CLOSE_SHARE
+        return (
+            self.scored > 0
+            and self.lost == 0
+            and self.added == 0
+            and self.score_drift <= MAX_SCORE_DRIFT
+            and self.close_share >= MIN_CLOSE_SHARE
+        )
 
     def reason(self) -> str:
         """Why the gate failed (or "passed")."""
@@ -77,6 +98,11 @@ class AccuracyReport:
         problems = []
         if self.lost or self.added:
             problems.append(f"{self.lost} person(s) lost and {self.added} added against fp32")
+        if self.score_drift > MAX_SCORE_DRIFT:
+            problems.append(
+                f"detection scores moved by up to {self.score_drift:.3f} (more than {MAX_SCORE_DRIFT}), "
+                "enough to move persons across the detection threshold"
+            )
         if self.close_share < MIN_CLOSE_SHARE:
             problems.append(
                 f"{self.close} of {self.scored} persons ({self.close_share:.0%}) keep OKS >= {MIN_OKS} against fp32, "
@@ -94,6 +120,7 @@ class AccuracyReport:
             "persons": self.persons,
             "lost": self.lost,
             "added": self.added,
+            "score_drift": round(self.score_drift, 4),
             "oks_close_share": round(self.close_share, 4),
             "oks_min": round(float(oks.min()), 4),
             "oks_median": round(float(np.median(oks)), 4),
@@ -102,7 +129,12 @@ class AccuracyReport:
                 "p95": round(float(np.percentile(dev, 95)), 3),
                 "max": round(float(dev.max()), 3),
             },
-            "thresholds": {"min_oks": MIN_OKS, "min_close_share": MIN_CLOSE_SHARE, "visible_score": VISIBLE_SCORE},
+            "thresholds": {
+                "min_oks": MIN_OKS,
+                "min_close_share": MIN_CLOSE_SHARE,
+                "visible_score": VISIBLE_SCORE,
+                "max_score_drift": MAX_SCORE_DRIFT,
+            },
         }
 
     def line(self) -> str:
@@ -110,6 +142,7 @@ class AccuracyReport:
         d = s["deviation_px"]
         return (
             f"{s['persons']} persons on {s['images']} images, {s['lost']} lost, {s['added']} added, "
+            f"scores moved <= {s['score_drift']:.3f}, "
             f"{self.close}/{self.scored} at OKS >= {MIN_OKS} (min {s['oks_min']:.3f}), "
             f"keypoints moved median {d['median']:.2f} / p95 {d['p95']:.2f} / max {d['max']:.2f} px"
         )
@@ -126,6 +159,7 @@ def compare_persons(reference: Sequence[Persons], candidate: Sequence[Persons]) 
         report.lost += lost
         report.added += added
         for i, j in pairs:
+            report.score_drift = max(report.score_drift, abs(float(ref.scores[i]) - float(cand.scores[j])))
             visible = ref.keypoints[i, :, 2] > VISIBLE_SCORE
             if not visible.any():
                 continue

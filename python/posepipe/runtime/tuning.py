@@ -13,17 +13,18 @@ at least 10 % faster. Skipped when the user sets `cpu_threads`.
 A decision measured while other processes took more than a quarter of the
 CPU holds for that run but is not cached (runtime/decisions.py).
 
-Crops per call: batches 1, 2, 4, ... up to the backend's max_batch (or
-MAX_KEYPOINT_BATCH), growing while a bigger batch still cuts the time per
-crop by GROWTH_GAIN; the smallest batch within CLOSE_ENOUGH of the best time
-per crop wins (smaller chunks waste less when the person count is not a
-power of two). On CPUs the best is usually a few crops (past that a batch
+Crops per call: batches 1, 2, 4 and 8 in alternating rounds, then 16 and
+32 (up to the backend's max_batch) while the largest so far is the best and
+the next still cuts the time per crop by 5 % (GROWTH_GAIN); the smallest
+batch within CLOSE_ENOUGH of the best time per crop wins (smaller chunks
+waste less when the person count is not a power of two). On CPUs the best is usually a few crops (past that a batch
 only loses cache locality); on GPUs it is the top of the range.
 
 Cost at first start: threads, a second (and third) backend build plus about
-0.3 s of timing per model; crops per call, about 5 model calls per batch size
-tried (0.5-1.5 s for MoveNet Thunder on 2 cores; an OpenVINO backend also
-compiles each size once, which its own cache keeps for later starts).
+0.3 s of timing per model; crops per call, 5 calls of each batch size tried,
+about 75 crops for sizes 1-8 (about 1 s for MoveNet Thunder on 2 cores of an
+AMX Xeon; an OpenVINO backend also compiles each size once, which its own
+cache keeps for later starts).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ TUNING_VERSION = 1
 MAX_KEYPOINT_BATCH = 32
 GROWTH_GAIN = 0.95  # a bigger batch is tried next while it cut ms per crop to <= 95 % of the best so far
 CLOSE_ENOUGH = 1.03  # the smallest batch within 3 % of the best ms per crop is chosen
-TIMED_CALLS = 3  # per batch size, after one untimed call (kernel creation)
+FIRST_BATCHES = (1, 2, 4, 8)  # always timed (up to the backend's limit); larger ones while they pay
+SWEEP_ROUNDS = 4  # timed calls per batch size, alternating, after one untimed call (kernel creation)
 CLEAR_LOSS = 1.25  # a size this much slower per crop than the best is not timed again
 THREAD_ROUNDS = 5
 # Fewer threads than cores only when clearly faster: a busy moment must not
@@ -162,23 +164,35 @@ def tuned_keypoint_batch(spec: ModelSpec, backend: Backend, label: str, options:
 
 
 def sweep_batches(spec: ModelSpec, backend: Backend, limit: int) -> Dict[int, float]:
-    """ms per crop at batch 1, 2, 4, ..., growing while it pays."""
+    """ms per crop at batch 1, 2, 4, 8, then 16, 32 while the largest so far
+    is the best; sizes alternate round by round, so that other load on the
+    machine falls on all of them alike."""
     feeds_all = calibration_feeds(spec, limit, backend.input_names)
-    per_crop: Dict[int, float] = {}
-    best = math.inf
-    size = 1
-    while size <= limit:
-        feeds = {k: v[:size] for k, v in feeds_all.items()}
-        run_split(backend, dict(feeds))  # kernel creation / compilation, untimed
-        per_crop[size] = math.inf
-        for _ in range(TIMED_CALLS):
+    per_crop = _per_crop_ms(backend, feeds_all, [b for b in FIRST_BATCHES if b <= limit])
+    while True:
+        best, largest = min(per_crop, key=per_crop.get), max(per_crop)
+        if best != largest or 2 * largest > limit:
+            return per_crop
+        again = _per_crop_ms(backend, feeds_all, [largest, 2 * largest])
+        per_crop[largest] = min(per_crop[largest], again[largest])
+        per_crop[2 * largest] = again[2 * largest]
+        if per_crop[2 * largest] > GROWTH_GAIN * per_crop[largest]:
+            return per_crop
+
+
+def _per_crop_ms(backend: Backend, feeds_all: Dict[str, Any], sizes: List[int]) -> Dict[int, float]:
+    """Best ms per crop of each batch size over SWEEP_ROUNDS alternating
+    rounds; a size CLEAR_LOSS slower per crop than the best stops being timed."""
+    feeds = {b: {k: v[:b] for k, v in feeds_all.items()} for b in sizes}
+    for b in sizes:
+        run_split(backend, dict(feeds[b]))  # kernel creation / compilation, untimed
+    per_crop = {b: math.inf for b in sizes}
+    active = list(sizes)
+    for _ in range(SWEEP_ROUNDS):
+        for b in active:
             t0 = time.perf_counter()
-            run_split(backend, dict(feeds))
-            per_crop[size] = min(per_crop[size], (time.perf_counter() - t0) * 1000 / size)
-            if per_crop[size] > CLEAR_LOSS * best:
-                break  # a clear loser needs no more samples
-        if per_crop[size] > GROWTH_GAIN * best:
-            break
-        best = min(best, per_crop[size])
-        size *= 2
+            run_split(backend, dict(feeds[b]))
+            per_crop[b] = min(per_crop[b], (time.perf_counter() - t0) * 1000 / b)
+        best = min(per_crop.values())
+        active = [b for b in active if per_crop[b] <= CLEAR_LOSS * best]
     return per_crop
