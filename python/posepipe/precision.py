@@ -44,7 +44,15 @@ from .io import iter_sources, read_frame
 from .keypoints import KeypointModel
 from .models.spec import ModelSpec
 from .runtime import decisions
-from .runtime.accuracy import MIN_CLOSE_SHARE, MIN_OKS, VISIBLE_SCORE, AccuracyReport, Persons, compare_persons
+from .runtime.accuracy import (
+    MAX_SCORE_DRIFT,
+    MIN_CLOSE_SHARE,
+    MIN_OKS,
+    VISIBLE_SCORE,
+    AccuracyReport,
+    Persons,
+    compare_persons,
+)
 from .runtime.base import Backend, RuntimeOptions
 from .runtime.candidates import CANDIDATES
 from .runtime.cpu import cpu_info
@@ -281,7 +289,7 @@ class PrecisionChooser:
             "fp32": [det32.label, kpt32.label],
             "calibration": calib_digest,
             "threshold": self.det_threshold,
-            "gate": [MIN_OKS, MIN_CLOSE_SHARE, VISIBLE_SCORE, MIN_SPEEDUP],
+            "gate": [MIN_OKS, MIN_CLOSE_SHARE, VISIBLE_SCORE, MAX_SCORE_DRIFT, MIN_SPEEDUP],
         }
         return decisions.decision_key(parts, self.device)
 
