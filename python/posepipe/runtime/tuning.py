@@ -44,7 +44,7 @@ from .timing import OthersCpu, best_ms, calibration_feeds
 
 log = logging.getLogger("posepipe")
 
-TUNING_VERSION = 1
+TUNING_VERSION = 2
 MAX_KEYPOINT_BATCH = 32
 GROWTH_GAIN = 0.95  # a bigger batch is tried next while it cut ms per crop to <= 95 % of the best so far
 CLOSE_ENOUGH = 1.03  # the smallest batch within 3 % of the best ms per crop is chosen
