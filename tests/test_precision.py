@@ -106,7 +106,7 @@ def test_bf16_passes_the_gate_on_real_photos(calibration_sets, real_config, pose
         assert report["lost"] == report["added"] == 0 and report["oks_close_share"] >= 0.9
         assert meta[role] == "bf16" and pipeline.metadata[role]["backend"] == "openvino"
         assert pipeline.metadata[role]["inference_precision_hint"] == "bf16"
-    assert f"keypoints at bf16 against fp32 on the calibration images passes: " in caplog.text
+    assert "keypoints at bf16 against fp32 on the calibration images passes: " in caplog.text
     # The pipeline that runs, checked again by an independent run on the same images.
     report = compare_persons(_persons(fp32_pipeline, folder), _persons(pipeline, folder))
     assert report.passed, report.line()
