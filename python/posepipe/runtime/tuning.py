@@ -21,10 +21,10 @@ waste less when the person count is not a power of two). On CPUs the best is usu
 only loses cache locality); on GPUs it is the top of the range.
 
 Cost at first start: threads, a second (and third) backend build plus about
-0.3 s of timing per model; crops per call, 5 calls of each batch size tried,
-about 75 crops for sizes 1-8 (about 1 s for MoveNet Thunder on 2 cores of an
-AMX Xeon; an OpenVINO backend also compiles each size once, which its own
-cache keeps for later starts).
+THREAD_BUDGET_S of timing per model; crops per call, SWEEP_ROUNDS + 1 calls
+of each batch size tried (an OpenVINO backend also compiles each size once,
+which its own cache keeps for later starts). README, "Settings measured on
+this machine", gives measured figures.
 """
 from __future__ import annotations
 
