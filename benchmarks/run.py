@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # both model sets, PaddleX from ../venv-paddlex
     python benchmarks/run.py --quick         # a fast smoke run
     python benchmarks/run.py --models real --repeat 9 --peer-python /path/to/venv/bin/python
+    python benchmarks/run.py --models real --modes default,use_hpip,openvino,bf16,int8,auto
 
 Each side runs in its own worker process (PaddleX needs its own venv); the
 driver alternates their requests so both see the same machine state. Writes
@@ -16,13 +17,11 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -34,13 +33,28 @@ from _protocol import Worker, WorkerError  # noqa: E402
 from measure import alternate, fit_slope, ratio, summary_ms, thresholds_for_counts  # noqa: E402
 from suites import GROWTH_PHOTO, SUITES, Suite, default_peer_python, find_shared  # noqa: E402
 
+from posepipe.runtime.cpu import cpu_info  # noqa: E402
+from posepipe.runtime.timing import OthersCpu  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 FULL_GROWTH_COUNTS = [1, 2, 5, 10, 20, 30, 40]
 QUICK_GROWTH_COUNTS = [1, 4]
 QUICK_PHOTOS = ["hrnet_demo.jpg", "000000087038.jpg"]
 STAGES = ["det_preprocess", "det_infer", "det_postprocess", "crops", "kpt_infer", "kpt_decode"]
+SECTIONS = {"e2e", "growth", "throughput", "kernels"}
 PEER = "paddlex"
 PEER_TUNED = "paddlex_tuned"
+# posepipe's modes, each a column: create_pipeline options. The lower
+# precisions are calibrated and checked on COCO images (../shared/eval), not
+# on the benchmark's photos.
+MODES: Dict[str, Dict[str, Any]] = {
+    "default": {},
+    "use_hpip": {"use_hpip": True},
+    "openvino": {"backend": "openvino"},
+    "bf16": {"precision": "bf16", "calibration": "eval/coco_mini/images"},
+    "int8": {"precision": "int8", "calibration": "eval/coco_mini/images"},
+    "auto": {"precision": "auto", "calibration": "eval/coco_mini/images"},
+}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -56,8 +70,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--peer-threads", type=int, default=None,
                     help="also run PaddleX with cpu_threads=N on both models, for the e2e table "
                          "(default: the core count; 0: off; off with --quick)")
+    ap.add_argument("--modes", default="default",
+                    help=f"posepipe's modes to measure, each a column, comma-separated, from {', '.join(MODES)} "
+                         "(default: default; the first one also runs the growth and throughput sections)")
+    ap.add_argument("--sections", default="e2e,growth,throughput,kernels",
+                    help="what to measure, comma-separated (default: all of e2e,growth,throughput,kernels; "
+                         "e2e alone gives the per-photo tables and the targets that need them)")
     ap.add_argument("--pp-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra posepipe create_pipeline option, e.g. use_onednn=false (repeatable)")
+                    help="extra posepipe create_pipeline option for every mode, e.g. use_onednn=false (repeatable)")
     ap.add_argument("--settle", type=float, default=0.25, help="idle seconds before each timed request")
     ap.add_argument("--out", default=str(HERE / "results"), help="output folder (default benchmarks/results)")
     ap.add_argument("--name", default=None, help="output file stem (default: a timestamp)")
@@ -71,6 +91,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.peer_threads is None:
         args.peer_threads = 0 if args.quick else (os.cpu_count() or 1)
     args.pp_options = dict(parse_option(text) for text in args.pp_option)
+    args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if not args.sections <= SECTIONS or "e2e" not in args.sections:
+        raise SystemExit(f"--sections: give e2e and any of {', '.join(sorted(SECTIONS - {'e2e'}))}")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown or not args.modes:
+        raise SystemExit(f"--modes: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(MODES)}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.name = args.name or (f"{stamp}-quick" if args.quick else stamp)
     return args
@@ -111,19 +138,33 @@ class Sides:
 def bench_suite(suite: Suite, shared: Path, sides: Sides, args) -> Dict[str, Any]:
     print(f"[{suite.name}] loading models", file=sys.stderr)
     out: Dict[str, Any] = {"models": {"detector": suite.detector_dir, "keypoints": suite.keypoints_dir}}
-    out["posepipe"] = sides.posepipe.request(
-        "init", name=suite.name, config=suite.config(shared), options=args.pp_options
-    )
+    out["modes"] = list(args.modes)
+    out["posepipe"] = {
+        mode: sides.posepipe.request(
+            "init", name=pp_name(suite, mode), config=suite.config(shared), options=mode_options(mode, shared, args)
+        )
+        for mode in args.modes
+    }
     peers = init_peers(suite, shared, sides, args)
     out["paddlex"] = peers
     print(f"[{suite.name}] end to end per photo", file=sys.stderr)
     photos = QUICK_PHOTOS if args.quick else suite.photos
     out["photos"] = [bench_photo(suite, shared / "photos" / photo, sides, peers, args) for photo in photos]
-    print(f"[{suite.name}] cost growth", file=sys.stderr)
-    out["growth"] = bench_growth(suite, shared / "photos" / GROWTH_PHOTO, sides, peers, args)
-    print(f"[{suite.name}] throughput", file=sys.stderr)
-    out["throughput"] = bench_throughput(suite, shared, sides, peers, args)
+    if "growth" in args.sections:
+        print(f"[{suite.name}] cost growth", file=sys.stderr)
+        out["growth"] = bench_growth(suite, shared / "photos" / GROWTH_PHOTO, sides, peers, args)
+    if "throughput" in args.sections:
+        print(f"[{suite.name}] throughput", file=sys.stderr)
+        out["throughput"] = bench_throughput(suite, shared, sides, peers, args)
     return out
+
+
+def mode_options(mode: str, shared: Path, args) -> Dict[str, Any]:
+    """create_pipeline options of a mode, with --pp-option on top; calibration paths are under ../shared."""
+    options = dict(MODES[mode])
+    if "calibration" in options:
+        options["calibration"] = str(shared / options["calibration"])
+    return {**options, **args.pp_options}
 
 
 def init_peers(suite: Suite, shared: Path, sides: Sides, args) -> Dict[str, Any]:
@@ -152,26 +193,23 @@ def peer_names(peers: Dict[str, Any]) -> List[str]:
 
 
 def bench_photo(suite: Suite, path: Path, sides: Sides, peers: Dict[str, Any], args) -> Dict[str, Any]:
+    """Every posepipe mode (e2e and its floor) and PaddleX, alternating, on one photo."""
     image = str(path)
     pp = sides.posepipe
-    calls = {
-        "posepipe": lambda: pp.request("run", name=suite.name, inputs=image),
-        "floor": lambda: pp.request("floor", name=suite.name, image=image),
-    }
+    calls = {}
+    for mode in args.modes:
+        calls[mode] = lambda mode=mode: pp.request("run", name=pp_name(suite, mode), inputs=image)
+        calls[f"floor:{mode}"] = lambda mode=mode: pp.request("floor", name=pp_name(suite, mode), image=image)
     for key in peer_names(peers):
         calls[key] = lambda key=key: sides.peer.request("run", name=f"{suite.name}:{key}", inputs=image)
     replies = alternate(calls, args.repeat, args.warmup, args.settle)
-    runs, floors = replies.pop("posepipe"), replies.pop("floor")
-    row: Dict[str, Any] = {
-        "photo": path.name,
-        "persons": {"posepipe": runs[-1]["persons"][0]},
-        "e2e": {"posepipe": summary_ms(first_times(runs))},
-    }
-    for key, peer_runs in replies.items():
-        row["persons"][key] = peer_runs[-1]["persons"][0]
-        row["e2e"][key] = summary_ms(first_times(peer_runs))
-        row.setdefault("speedup", {})[key] = ratio(row["e2e"][key], row["e2e"]["posepipe"])
-    row.update(floor_and_stages(runs, floors, row["e2e"]["posepipe"]))
+    row: Dict[str, Any] = {"photo": path.name, "persons": {}, "e2e": {}, "speedup": {}, "modes": {}}
+    for side in [*args.modes, *peer_names(peers)]:
+        row["persons"][side] = replies[side][-1]["persons"][0]
+        row["e2e"][side] = summary_ms(first_times(replies[side]))
+    for mode in args.modes:
+        row["speedup"][mode] = {key: ratio(row["e2e"][key], row["e2e"][mode]) for key in peer_names(peers)}
+        row["modes"][mode] = floor_and_stages(replies[mode], replies[f"floor:{mode}"], row["e2e"][mode])
     return row
 
 
@@ -216,16 +254,16 @@ def floor_and_stages(runs, floors, e2e: Dict[str, float]) -> Dict[str, Any]:
 def bench_growth(suite: Suite, path: Path, sides: Sides, peers: Dict[str, Any], args) -> Dict[str, Any]:
     """End-to-end time against persons, by lowering the detection threshold on one photo."""
     image = str(path)
-    scores = sides.posepipe.request("scores", name=suite.name, image=image)
+    scores = sides.posepipe.request("scores", name=pp_name(suite, args.modes[0]), image=image)
     points = thresholds_for_counts(scores, args.growth_counts)
     names = ["posepipe"] + ([PEER] if PEER in peers else [])
     for point in points:
-        calls = {name: growth_call(sides, suite, name, image, point["det_threshold"]) for name in names}
+        calls = {name: growth_call(sides, suite, name, image, point["det_threshold"], args.modes[0]) for name in names}
         replies = alternate(calls, args.side_rounds, 1, args.settle)
         for name, runs in replies.items():
             point.setdefault("persons", {})[name] = runs[-1]["persons"][0]
             point.setdefault("e2e", {})[name] = summary_ms(first_times(runs))
-    out: Dict[str, Any] = {"photo": path.name, "points": points, "slope": {}}
+    out: Dict[str, Any] = {"photo": path.name, "mode": args.modes[0], "points": points, "slope": {}}
     for name in names:
         if len(points) >= 2:
             xs = [p["persons"][name] for p in points]
@@ -236,35 +274,36 @@ def bench_growth(suite: Suite, path: Path, sides: Sides, peers: Dict[str, Any], 
     return out
 
 
-def growth_call(sides: Sides, suite: Suite, name: str, image: str, threshold: float):
+def growth_call(sides: Sides, suite: Suite, name: str, image: str, threshold: float, mode: str):
     if name == "posepipe":
-        return lambda: sides.posepipe.request("run", name=suite.name, inputs=image, det_threshold=threshold)
+        return lambda: sides.posepipe.request("run", name=pp_name(suite, mode), inputs=image, det_threshold=threshold)
     return lambda: sides.peer.request("run", name=f"{suite.name}:{PEER}", inputs=image, det_threshold=threshold)
 
 
 def bench_throughput(suite: Suite, shared: Path, sides: Sides, peers: Dict[str, Any], args) -> Dict[str, Any]:
     """Images per second over a folder (the photos, copied `folder_copies` times).
     posepipe also runs without prefetch and with 4 images per detector batch,
-    to show what overlapping and cross-image batching are worth."""
+    to show what overlapping and cross-image batching are worth (all in the
+    first mode)."""
+    primary = mode_options(args.modes[0], shared, args)
     variants = {
         "posepipe": (suite.config(shared), {}),
         "posepipe_no_prefetch": (suite.config(shared), {"prefetch": False}),
         "posepipe_det_batch4": (suite.config(shared, det_batch_size=4), {}),
     }
+    names = {"posepipe": pp_name(suite, args.modes[0])}
     for key, (config, options) in variants.items():
         if key != "posepipe":
-            sides.posepipe.request("init", name=pp_name(suite, key), config=config, options={**args.pp_options, **options})
+            names[key] = pp_name(suite, f"{args.modes[0]}:{key}")
+            sides.posepipe.request("init", name=names[key], config=config, options={**primary, **options})
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as folder:
         photos = QUICK_PHOTOS if args.quick else suite.photos
         n_images = fill_folder(Path(folder), shared / "photos", photos, args.folder_copies)
-        calls = {
-            key: (lambda key=key: sides.posepipe.request("run", name=pp_name(suite, key), inputs=folder))
-            for key in variants
-        }
+        calls = {key: (lambda key=key: sides.posepipe.request("run", name=names[key], inputs=folder)) for key in variants}
         if PEER in peers:
             calls[PEER] = lambda: sides.peer.request("run", name=f"{suite.name}:{PEER}", inputs=folder)
         replies = alternate(calls, args.side_rounds, 1, args.settle)
-    out: Dict[str, Any] = {"images": n_images}
+    out: Dict[str, Any] = {"images": n_images, "mode": args.modes[0]}
     for key, runs in replies.items():
         times = summary_ms(first_times(runs))
         out[key] = {
@@ -278,9 +317,9 @@ def bench_throughput(suite: Suite, shared: Path, sides: Sides, peers: Dict[str, 
     return out
 
 
-def pp_name(suite: Suite, key: str) -> str:
-    """The name of a posepipe pipeline in its worker: the suite's own, or a variant of it."""
-    return suite.name if key == "posepipe" else f"{suite.name}:{key}"
+def pp_name(suite: Suite, mode: str) -> str:
+    """The name of a posepipe pipeline in its worker: the suite's and the mode's (or a variant of it)."""
+    return f"{suite.name}:{mode}"
 
 
 def fill_folder(folder: Path, photos: Path, names: List[str], copies: int) -> int:
@@ -293,51 +332,16 @@ def fill_folder(folder: Path, photos: Path, names: List[str], copies: int) -> in
 
 
 def machine() -> Dict[str, Any]:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
+    """The machine every figure of a result was taken on: CPU model, ISA flags, cores."""
+    cpu = cpu_info()
     return {
-        "cpu": model,
-        "cores": os.cpu_count(),
+        "cpu": cpu.model,
+        "isa": cpu.isa(),
+        "cpu_summary": cpu.summary(),
+        "cores": cpu.cores,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-
-
-class CpuWitness:
-    """How much CPU other processes took while the benchmark ran: a busy
-    machine shifts every number (two-thread model runs wait for a descheduled
-    thread), so the table says when it happened."""
-
-    def __init__(self):
-        self.start = time.monotonic(), machine_busy_s(), own_cpu_s()
-
-    def others_share(self) -> Optional[float]:
-        wall, busy, own = self.start
-        if busy is None:
-            return None
-        elapsed = (time.monotonic() - wall) * (os.cpu_count() or 1)
-        return max(0.0, (machine_busy_s() - busy) - (own_cpu_s() - own)) / elapsed
-
-
-def machine_busy_s() -> Optional[float]:
-    """CPU seconds all processes have used since boot (Linux /proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the workers, once closed)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -353,10 +357,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             "warmup": args.warmup,
             "settle_s": args.settle,
             "posepipe_options": args.pp_options,
+            "modes": {mode: MODES[mode] for mode in args.modes},
+            "sections": sorted(args.sections),
         },
         "suites": {},
     }
-    witness = CpuWitness()
+    # How much CPU other processes took while the benchmark ran: a busy machine
+    # shifts every number, so the table says when it happened. Read after the
+    # workers are closed, so that their CPU counts as this run's own.
+    witness = OthersCpu()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the workers
     sides = Sides(args)
     try:
@@ -365,9 +374,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["meta"]["paddlex"] = sides.peer_status
     finally:
         sides.close()
-    print("[kernels] micro-benchmarks", file=sys.stderr)
-    results["kernels"] = kernels.run_all(shared, suites, quick=args.quick)
-    results["meta"]["machine"]["others_cpu_share"] = witness.others_share()
+    if "kernels" in args.sections:
+        print("[kernels] micro-benchmarks", file=sys.stderr)
+        results["kernels"] = kernels.run_all(shared, suites, quick=args.quick)
+    results["meta"]["machine"]["others_cpu_share"] = witness.share()
     results["targets"] = report.check_targets(results)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

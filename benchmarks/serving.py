@@ -218,11 +218,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             port, "/health", peer_env, work / "paddlex.log",
         ))
 
+    from posepipe.runtime.cpu import cpu_info
+
+    cpu = cpu_info()
     results: List[Dict[str, Any]] = []
     meta: Dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_start": os.getloadavg()},
+        "machine": {"cpu": cpu.model, "isa": cpu.isa(), "cpu_summary": cpu.summary(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": os.getloadavg()},
         "photos": PHOTOS,
         "visualize": args.visualize,
         "posepipe": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "version": posepipe.__version__},
@@ -273,6 +276,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "p99": round(theirs["p99_ms"] / ours["p99_ms"], 2),
             }
     print()
+    print(f"CPU: {cpu.summary()}")
     print_table(results, speedups)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,21 @@ def real_config(shared_dir) -> dict:
     return real_models_config(shared_dir)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_posepipe_home(tmp_path_factory):
+    """posepipe's caches for the whole run (ONNX conversions, compiled models,
+    measured threads / batch sizes / backends): a temporary folder, never the
+    user's ~/.cache. Measured decisions are cached however busy the machine
+    is, so that a test's second start reads what its first measured."""
+    from posepipe.runtime import timing
+
+    home = tmp_path_factory.mktemp("posepipe_session_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSEPIPE_HOME", str(home))
+        mp.setattr(timing, "BUSY_SHARE", float("inf"))
+        yield home
+
+
 @pytest.fixture(scope="module")
 def posepipe_home(tmp_path_factory):
     """A fresh POSEPIPE_HOME for one test module: ONNX conversions, TensorRT

@@ -2,9 +2,9 @@
 ../shared/models, with the tolerances use_hpip selects by
 (runtime/parity.py, where the numbers are justified):
 
-* ONNX Runtime (CPU): the real models' shipped inference.onnx, and the
-  official_arch models converted by paddle2onnx into a temporary
-  POSEPIPE_HOME (conversions never go next to a model);
+* ONNX Runtime (CPU) and OpenVINO (CPU, fp32): the real models' shipped
+  inference.onnx, and the official_arch models converted by paddle2onnx into
+  a temporary POSEPIPE_HOME (conversions never go next to a model);
 * Paddle + oneDNN: the same tolerances (it is PaddleX's own CPU default);
 * the GPU backends cannot run here: they are skipped, and test_hpip.py checks
   that selection records why.
@@ -22,12 +22,17 @@ from posepipe.errors import ModelError
 from posepipe.models.spec import DETECTOR, KEYPOINT, load_model_spec
 from posepipe.runtime import Device, RuntimeOptions, create_backend
 from posepipe.runtime.onnx_export import OnnxModel, onnx_for
+from posepipe.batching import run_split
 from posepipe.runtime.onnxruntime import OrtBackend, trt_batch_profile
+from posepipe.runtime.openvino import OpenVinoBackend, openvino_cache_dir
 from posepipe.runtime.paddle import PaddleBackend
 from posepipe.runtime.parity import FP16, FP32, compare
-from posepipe.runtime.select import calibration_feeds
+from posepipe.runtime.timing import calibration_feeds
 
 import onnxruntime  # noqa: E402,F401  (the test extra installs it)
+import openvino  # noqa: E402,F401  (the test extra installs it)
+
+ONNX_BACKENDS = {"onnxruntime": OrtBackend, "openvino": OpenVinoBackend}
 
 MODELS = [
     "real/person_detector_nanodet",
@@ -46,37 +51,45 @@ def _batch(spec) -> int:
     return 2 if spec.kind == DETECTOR else 4
 
 
+@pytest.mark.parametrize("name", sorted(ONNX_BACKENDS))
 @pytest.mark.parametrize("model", MODELS)
-def test_onnxruntime_matches_plain_paddle(model, shared_dir, posepipe_home):
+def test_onnx_backends_match_plain_paddle(name, model, shared_dir, posepipe_home):
     spec = load_model_spec(shared_dir / "models" / model)
     plain = PaddleBackend(spec, RuntimeOptions(cpu_threads=THREADS, use_onednn=False))
-    ort = create_backend(spec, RuntimeOptions(cpu_threads=THREADS), backend="onnxruntime")
-    assert isinstance(ort, OrtBackend)
-    assert ort.input_names == plain.input_names
+    backend = create_backend(spec, RuntimeOptions(cpu_threads=THREADS), backend=name)
+    assert isinstance(backend, ONNX_BACKENDS[name]) and backend.precision == "fp32"
+    assert backend.input_names == plain.input_names
 
     feeds = calibration_feeds(spec, _batch(spec), plain.input_names)
-    expected, got = plain.run(feeds), ort.run(feeds)
+    expected, got = plain.run(feeds), run_split(backend, feeds)
     assert [x.dtype for x in got] == [x.dtype for x in expected]
     report = compare(spec.kind, expected, got, FP32)
-    assert report.ok, f"{model}: {report.problems}"
+    assert report.ok, f"{name} on {model}: {report.problems}"
     if spec.kind == DETECTOR and expected[0].ndim == 2:
-        # NMS in the graph: batch-1 export, run per image and joined along axis 0.
-        assert ort.batch_limit == 1
+        # NMS in the graph: batch-1 export, run per image by the splitter and joined along axis 0.
+        assert backend.max_batch == 1
         assert got[1].shape == expected[1].shape == (2,)
         assert report.max_diff["compared_boxes"] > 0  # the check was not vacuous
     else:
+        assert backend.max_batch is None
         assert [x.shape for x in got] == [x.shape for x in expected]
 
-    info = ort.describe()
-    assert info["backend"] == "onnxruntime" and info["providers"] == ["CPUExecutionProvider"]
+    info = backend.describe()
+    assert info["backend"] == name
+    if name == "onnxruntime":
+        assert info["providers"] == ["CPUExecutionProvider"]
+    else:  # fp32 asked for explicitly: OpenVINO would run bf16 by default on AMX CPUs
+        assert info["inference_precision_hint"] == "f32"
+        assert Path(info["model_cache"]) == openvino_cache_dir() and posepipe_home in openvino_cache_dir().parents
+        assert any(openvino_cache_dir().iterdir())  # compiled models are cached for later starts
     if model.startswith("real/"):
         assert info["onnx_source"] == "shipped"
     else:
         # Converted once into POSEPIPE_HOME, then reused.
         assert info["onnx_source"] in ("converted", "cached")
-        assert posepipe_home in ort.onnx.path.parents, ort.onnx.path
-        again = OrtBackend(spec, RuntimeOptions(cpu_threads=THREADS))
-        assert again.onnx.path == ort.onnx.path and again.onnx.source == "cached"
+        assert posepipe_home in backend.onnx.path.parents, backend.onnx.path
+        again = ONNX_BACKENDS[name](spec, RuntimeOptions(cpu_threads=THREADS))
+        assert again.onnx.path == backend.onnx.path and again.onnx.source == "cached"
 
 
 @pytest.mark.parametrize("model", ["real/person_detector_nanodet", "official_arch/PP-TinyPose_128x96"])
@@ -89,13 +102,15 @@ def test_onednn_matches_plain_paddle(model, shared_dir):
     assert report.ok, report.problems
 
 
-def test_batch_split_equals_one_call_per_image(shared_dir, posepipe_home):
+@pytest.mark.parametrize("name", sorted(ONNX_BACKENDS))
+def test_batch_split_equals_one_call_per_image(name, shared_dir, posepipe_home):
     """The per-image split joins outputs exactly as separate calls would."""
     spec = load_model_spec(shared_dir / "models" / "official_arch" / "PP-YOLOE-S_human")
-    ort = OrtBackend(spec, RuntimeOptions(cpu_threads=THREADS))
-    feeds = calibration_feeds(spec, 2, ort.input_names)
-    joined = ort.run(feeds)
-    single = [ort.run({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(2)]
+    backend = ONNX_BACKENDS[name](spec, RuntimeOptions(cpu_threads=THREADS))
+    assert backend.max_batch == 1
+    feeds = calibration_feeds(spec, 3, backend.input_names)
+    joined = run_split(backend, feeds, max_chunk=4)
+    single = [backend.run({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(3)]
     np.testing.assert_array_equal(joined[0], np.concatenate([s[0] for s in single]))
     np.testing.assert_array_equal(joined[1], np.concatenate([s[1] for s in single]))
 
@@ -265,7 +280,7 @@ def test_gpu_provider_configuration(ep, shared_dir, posepipe_home, monkeypatch):
     providers = created[-1]
     names = [p[0] if isinstance(p, tuple) else p for p in providers]
     if ep == "cuda":
-        assert names == ["CUDAExecutionProvider", "CPUExecutionProvider"] and backend.batch_limit is None
+        assert names == ["CUDAExecutionProvider", "CPUExecutionProvider"] and backend.max_batch is None
         return
     assert names == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     trt = providers[0][1]
@@ -275,8 +290,8 @@ def test_gpu_provider_configuration(ep, shared_dir, posepipe_home, monkeypatch):
     assert trt["trt_profile_opt_shapes"] == "image:8x3x256x192"
     assert trt["trt_profile_max_shapes"] == "image:32x3x256x192"
     # Batches beyond the profile are split; the result is the one-call result.
-    assert backend.batch_limit == 32
+    assert backend.max_batch == 32 and backend.precision == "fp16"
     crops = calibration_feeds(spec, 33, backend.input_names)
-    assert backend.run(crops)[0].shape == (33, 17, 64, 48)
+    assert run_split(backend, crops)[0].shape == (33, 17, 64, 48)
     info = backend.describe()
     assert info["execution_provider"] == "TensorrtExecutionProvider" and info["fp16"] is True

@@ -1,10 +1,9 @@
-"""Power-of-two chunking of model batches (python/posepipe/batching.py)."""
+"""Power-of-two chunking of model batches: the one splitter every backend
+is called through (python/posepipe/batching.py)."""
 import numpy as np
 import pytest
 
-from posepipe.batching import chunk_sizes_to_warm, keypoint_batch_limit, pow2_chunks, run_chunked
-from posepipe.keypoints import KeypointModel
-from posepipe.models.spec import load_model_spec
+from posepipe.batching import chunk_sizes_to_warm, pow2_chunks, run_split
 
 
 @pytest.mark.parametrize("n", range(0, 70))
@@ -14,7 +13,7 @@ def test_chunks_are_powers_of_two_that_sum_to_n(n, max_chunk):
     assert sum(sizes) == n
     assert all(s & (s - 1) == 0 and s <= max_chunk for s in sizes)
     assert sizes == sorted(sizes, reverse=True)
-    assert set(sizes) <= set(chunk_sizes_to_warm(max_chunk))
+    assert set(sizes) <= set(chunk_sizes_to_warm(RecordingBackend(), max_chunk))
 
 
 class RecordingBackend:
@@ -22,8 +21,9 @@ class RecordingBackend:
 
     input_names = ["x"]
 
-    def __init__(self):
+    def __init__(self, max_batch=None):
         self.seen = []
+        self.max_batch = max_batch
 
     def run(self, feeds):
         x = feeds["x"]
@@ -31,10 +31,10 @@ class RecordingBackend:
         return [np.stack([x, x * 10], axis=1), np.ones(len(x), np.int32)]
 
 
-def test_run_chunked_joins_outputs_in_order():
+def test_run_split_joins_outputs_in_order():
     backend = RecordingBackend()
     x = np.arange(13, dtype=np.float32)
-    rows, counts = run_chunked(backend, {"x": x}, max_chunk=8)
+    rows, counts = run_split(backend, {"x": x}, max_chunk=8)
     assert backend.seen == [8, 4, 1]
     np.testing.assert_array_equal(rows[:, 0], x)
     np.testing.assert_array_equal(rows[:, 1], x * 10)
@@ -42,24 +42,19 @@ def test_run_chunked_joins_outputs_in_order():
 
 
 @pytest.mark.parametrize(
-    "input_wh, device_kind, expected",
+    "backend_max, caller_max, n, calls",
     [
-        ((256, 256), "cpu", 4),  # MoveNet Thunder: fastest at 4 crops per call on CPU
-        ((192, 256), "cpu", 4),  # PP-TinyPose_256x192: 5 fit the budget, rounded down to a power of two
-        ((96, 128), "cpu", 16),  # PP-TinyPose_128x96
-        ((1024, 1024), "cpu", 1),  # never below one crop
-        ((96, 128), "gpu", 32),
+        (None, None, 13, [13]),  # no limit anywhere: one call, whatever the size
+        (1, None, 3, [1, 1, 1]),  # a graph exported for one image
+        (1, 8, 3, [1, 1, 1]),  # the backend's limit wins over a larger caller limit
+        (32, 4, 9, [4, 4, 1]),  # the caller's limit wins over a larger backend limit
+        (32, None, 40, [32, 8]),  # a TensorRT profile's top
     ],
 )
-def test_keypoint_batch_limit(input_wh, device_kind, expected):
-    assert keypoint_batch_limit(input_wh, device_kind) == expected
-
-
-def test_keypoint_model_picks_the_limit_unless_told(shared_dir):
-    class FakeBackend:
-        input_names = ["image"]
-
-    spec = load_model_spec(shared_dir / "models" / "real" / "keypoint_movenet_thunder", kind="keypoint")
-    assert KeypointModel(spec, FakeBackend()).max_batch == 4
-    assert KeypointModel(spec, FakeBackend(), device_kind="gpu").max_batch == 32
-    assert KeypointModel(spec, FakeBackend(), max_batch=7).max_batch == 7
+def test_the_smaller_of_backend_and_caller_limit_applies(backend_max, caller_max, n, calls):
+    backend = RecordingBackend(max_batch=backend_max)
+    rows, _ = run_split(backend, {"x": np.arange(n, dtype=np.float32)}, max_chunk=caller_max)
+    assert backend.seen == calls
+    np.testing.assert_array_equal(rows[:, 0], np.arange(n))
+    if backend_max or caller_max:  # every shape a limited backend sees is warmed up at start
+        assert set(calls) <= set(chunk_sizes_to_warm(backend, caller_max))

@@ -1,4 +1,4 @@
-"""benchmarks/run.py --quick runs (posepipe alone) and writes the results it promises."""
+"""benchmarks/run.py --quick runs (posepipe alone, two modes) and writes the results it promises."""
 from __future__ import annotations
 
 import json
@@ -15,22 +15,33 @@ def positive(stats):
 
 
 def test_quick_benchmark_writes_json_table_and_chart(tmp_path):
-    cmd = [sys.executable, "benchmarks/run.py", "--quick", "--no-peer", "--out", str(tmp_path), "--name", "smoke"]
+    cmd = [sys.executable, "benchmarks/run.py", "--quick", "--no-peer", "--modes", "default,openvino",
+           "--out", str(tmp_path), "--name", "smoke"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "End to end" in done.stdout and "Targets" in done.stdout
     assert (tmp_path / "smoke.png").stat().st_size > 0
 
     results = json.loads((tmp_path / "smoke.json").read_text())
+    machine = results["meta"]["machine"]
+    assert machine["cpu"] and {"avx2", "avx512f", "amx_bf16", "avx512_vnni"} <= set(machine["isa"])
+    assert machine["cpu"] in done.stdout.splitlines()[0]
     suite = results["suites"]["real"]
     assert suite["paddlex"]["status"].startswith("not measured")
+    assert suite["modes"] == ["default", "openvino"]
+    assert suite["posepipe"]["default"]["detector"]["backend"] == "paddle"
+    assert suite["posepipe"]["openvino"]["detector"]["backend"] == "openvino"
     for row in suite["photos"]:
-        assert row["persons"]["posepipe"] >= 1
-        assert positive(row["e2e"]["posepipe"])
-        assert positive(row["floor"]["det_model"]) and positive(row["floor"]["kpt_model"])
-        assert 0 < row["floor"]["total"]["median_ms"] < row["e2e"]["posepipe"]["median_ms"] * 1.5
-        for stage in ("decode", "det_preprocess", "det_infer", "crops", "kpt_infer", "kpt_decode"):
-            assert positive(row["stages"][stage]), stage
+        for mode in ("default", "openvino"):
+            assert row["persons"][mode] >= 1
+            assert positive(row["e2e"][mode])
+            floor = row["modes"][mode]["floor"]
+            assert positive(floor["det_model"]) and positive(floor["kpt_model"])
+            # The floor is part of e2e; measured in its own request, on a loaded
+            # machine it can still come out above (benchmarks/README.md).
+            assert 0 < floor["total"]["median_ms"] < row["e2e"][mode]["median_ms"] * 3
+            for stage in ("decode", "det_preprocess", "det_infer", "crops", "kpt_infer", "kpt_decode"):
+                assert positive(row["modes"][mode]["stages"][stage]), stage
 
     growth = suite["growth"]
     assert len(growth["points"]) >= 2
@@ -48,7 +59,8 @@ def test_quick_benchmark_writes_json_table_and_chart(tmp_path):
         assert math.isfinite(k["max_abs_diff"])
 
     statuses = [t["status"] for t in results["targets"]]
-    assert len(statuses) == 4 and all(s.split(":")[0] in {"PASS", "FAIL", "SKIP"} for s in statuses)
+    # Issue 4's three, issue 9's four (overhead per mode: two here).
+    assert len(statuses) == 9 and all(s.split(":")[0] in {"PASS", "FAIL", "SKIP"} for s in statuses)
 
 
 def test_eval_benchmark_runs_alone(tmp_path):

@@ -109,8 +109,9 @@ def test_flags_reach_the_pipeline(fake, photos, capsys):
     assert cli.main(args) == 0
     [call] = fake.calls
     config = PipelineConfig.from_dict(call.pop("config"))
-    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "kpt_batch_size": 16, "tune_malloc": False}
+    assert call == {"device": "cpu", "use_hpip": True, "cpu_threads": 2, "tune_malloc": False}
     assert (config.detector.model_dir, config.detector.batch_size) == ("/models/det", 4)
+    assert config.keypoints.batch_size == 16
     assert (config.keypoints.model_dir, config.keypoints.flip, config.keypoints.use_udp) == ("/models/kpt", True, False)
     assert fake.pipeline.thresholds == [0.3]
     assert capsys.readouterr().err == ""  # --quiet
@@ -442,4 +443,17 @@ def test_threshold_rule_is_the_apis(fake, tmp_path, capsys, value):
         f"posepipe: error: {path}: SubModules.ObjectDetection: threshold must be a number between 0 and 1 "
         f"(or None: the model's own), got {float(value)!r}"
     )
+    assert fake.calls == []
+
+
+def test_precision_flags_reach_the_pipeline(fake, photos):
+    args = ["--input", str(photos / "hrnet_demo.jpg"), "--precision", "int8", "--calibration", str(photos), "-q"]
+    assert cli.main(args) == 0
+    [call] = fake.calls
+    assert (call["precision"], call["calibration"]) == ("int8", str(photos))
+
+
+def test_int8_without_calibration_is_refused_before_loading(fake, photos, capsys):
+    assert cli.main(["--input", str(photos / "hrnet_demo.jpg"), "--precision", "int8"]) == 2
+    assert "precision='int8' needs calibration images" in capsys.readouterr().err
     assert fake.calls == []

@@ -17,7 +17,8 @@ import posepipe
 from posepipe.models.spec import load_model_spec
 from posepipe.runtime import BackendUnavailable, Device, RuntimeOptions, create_backend
 from posepipe.runtime.paddle import PaddleBackend
-from posepipe.runtime.select import CANDIDATES, SelectedBackend, decision_key, select_backend
+from posepipe.runtime.candidates import CANDIDATES
+from posepipe.runtime.select import SelectedBackend, decision_key, select_backend
 from test_pipeline_real import PHOTOS, match
 
 import onnxruntime  # noqa: E402,F401  (the test extra installs it)
@@ -69,7 +70,7 @@ def test_choice_is_in_pipeline_and_result_metadata(hpip_pipeline, hpip_results):
         chosen = by_name[hpip["chosen"]]
         assert chosen["status"] == "ok" and chosen["ms"]
         # The backend that runs is the chosen one, and it won on the measured score.
-        assert info["backend"] == ("paddle" if hpip["chosen"].startswith("paddle") else "onnxruntime")
+        assert info["backend"] == ("paddle" if hpip["chosen"].startswith("paddle") else hpip["chosen"])
         timed = [c for c in hpip["candidates"] if c["status"] == "ok"]
         assert min(timed, key=lambda c: sum(c["ms"].values()))["name"] == hpip["chosen"]
         # The reference is itself a candidate, with zero difference.
@@ -87,7 +88,7 @@ def test_second_start_uses_the_cached_decision(hpip_pipeline, real_config, caplo
     spec = load_model_spec(real_config["SubModules"]["KeypointDetection"]["model_dir"])
     first = hpip_pipeline.metadata["keypoints"]["hpip"]
     with caplog.at_level(logging.INFO, logger="posepipe"):
-        again = create_backend(spec, RuntimeOptions(cpu_threads=THREADS, use_hpip=True))
+        again = create_backend(spec, RuntimeOptions(cpu_threads=THREADS), use_hpip=True)
     hpip = again.describe()["hpip"]
     assert hpip["decision"] == "cache" and hpip["cache_file"] == first["cache_file"]
     assert hpip["chosen"] == first["chosen"] and hpip["candidates"] == first["candidates"]
@@ -122,7 +123,7 @@ def test_without_hpip_nothing_changes(shared_dir):
     backend = create_backend(spec, RuntimeOptions(cpu_threads=THREADS))
     assert type(backend) is PaddleBackend and "hpip" not in backend.describe()
     # An explicitly named backend wins over use_hpip.
-    named = create_backend(spec, RuntimeOptions(cpu_threads=THREADS, use_hpip=True), backend="onnxruntime")
+    named = create_backend(spec, RuntimeOptions(cpu_threads=THREADS), backend="onnxruntime", use_hpip=True)
     assert named.name == "onnxruntime" and "hpip" not in named.describe()
 
 

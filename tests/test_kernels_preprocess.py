@@ -143,7 +143,7 @@ def detector(target_hw=(96, 128), keep_ratio=False, interp=2, to_rgb=True):
     spec = ModelSpec(
         model_dir=Path("det"), model_name="PP-YOLOE-S_human", arch="YOLO", draw_threshold=0.5, label_list=("person",),
         program_path=Path("det/inference.json"), params_path=Path("det/inference.pdiparams"), detector=pre,
-        keypoint=None, has_interpolate=False, has_leaky_relu=False,
+        keypoint=None, has_leaky_relu=False,
     )
     backend = SimpleNamespace(input_names=["im_shape", "image", "scale_factor"])
     return Detector(spec, backend)

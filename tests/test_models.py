@@ -14,14 +14,14 @@ from posepipe.models.spec import DETECTOR, KEYPOINT, DetectorPreprocess, Keypoin
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-# dir -> (kind, model_name, input size, has interpolate ops)
+# dir -> (kind, model_name, input size)
 SHARED_MODELS = {
-    "official_arch/PP-YOLOE-S_human": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
-    "official_arch/PP-YOLOE-S_human_noNMS": (DETECTOR, "PP-YOLOE-S_human", (640, 640), True),
-    "official_arch/PP-TinyPose_128x96": (KEYPOINT, "PP-TinyPose_128x96", (96, 128), True),
-    "official_arch/PP-TinyPose_256x192": (KEYPOINT, "PP-TinyPose_256x192", (192, 256), True),
-    "real/person_detector_nanodet": (DETECTOR, "PP-YOLOE-S_human", (416, 416), False),
-    "real/keypoint_movenet_thunder": (KEYPOINT, "PP-TinyPose_256x192", (256, 256), False),
+    "official_arch/PP-YOLOE-S_human": (DETECTOR, "PP-YOLOE-S_human", (640, 640)),
+    "official_arch/PP-YOLOE-S_human_noNMS": (DETECTOR, "PP-YOLOE-S_human", (640, 640)),
+    "official_arch/PP-TinyPose_128x96": (KEYPOINT, "PP-TinyPose_128x96", (96, 128)),
+    "official_arch/PP-TinyPose_256x192": (KEYPOINT, "PP-TinyPose_256x192", (192, 256)),
+    "real/person_detector_nanodet": (DETECTOR, "PP-YOLOE-S_human", (416, 416)),
+    "real/keypoint_movenet_thunder": (KEYPOINT, "PP-TinyPose_256x192", (256, 256)),
 }
 
 
@@ -33,14 +33,13 @@ def test_every_listed_model_dir_is_in_shared(shared_dir):
 
 @pytest.mark.parametrize("rel", sorted(SHARED_MODELS))
 def test_shared_models_parse(shared_dir, rel):
-    kind, name, size, interp = SHARED_MODELS[rel]
+    kind, name, size = SHARED_MODELS[rel]
     spec = load_model_spec(shared_dir / "models" / rel)
     assert spec.kind == kind
     assert spec.model_name == name
     assert spec.draw_threshold == 0.5
     assert spec.program_path.name == "inference.json"
     assert spec.params_path.name == "inference.pdiparams"
-    assert spec.has_interpolate is interp
     assert spec.has_leaky_relu is False
     assert spec.input_hw == (size if kind == DETECTOR else size[::-1])  # the program's declared (h, w)
     if kind == DETECTOR:
@@ -178,16 +177,16 @@ def test_yml_semantics(tmp_path):
     assert spec.keypoint == KeypointPreprocess((192, 256), True, (0.0,) * 3, (1.0,) * 3, False)
 
 
-def test_program_ops_decide_interp_and_leaky_relu(shared_dir, tmp_path):
+def test_program_ops_decide_leaky_relu(shared_dir, tmp_path):
     model = tmp_path / "m"
     shutil.copytree(shared_dir / "models/real/keypoint_movenet_thunder", model, ignore=shutil.ignore_patterns("*.pdiparams", "*.onnx"))
     (model / "inference.pdiparams").write_bytes(b"\0")
-    assert not load_model_spec(model).has_interpolate
+    assert not load_model_spec(model).has_leaky_relu
     program = json.loads((model / "inference.json").read_text())
     program["program"]["regions"][0]["blocks"][0]["ops"] += [{"#": "1.nearest_interp"}, {"#": "1.leaky_relu"}]
     (model / "inference.json").write_text(json.dumps(program))
     spec = load_model_spec(model)
-    assert spec.has_interpolate and spec.has_leaky_relu
+    assert spec.has_leaky_relu
 
 
 def test_legacy_program_ops_come_from_the_blocks_not_the_version_map(shared_dir, tmp_path):
@@ -196,7 +195,7 @@ def test_legacy_program_ops_come_from_the_blocks_not_the_version_map(shared_dir,
     legacy = shared_dir / "models/legacy/person_detector_nanodet"
     assert b"leaky_relu" in (legacy / "inference.pdmodel").read_bytes()
     spec = load_model_spec(legacy)
-    assert (spec.has_leaky_relu, spec.has_interpolate) == (False, False)
+    assert spec.has_leaky_relu is False
     model = tmp_path / "m"
     model.mkdir()
     for name in ("inference.yml", "inference.pdiparams"):
@@ -206,7 +205,7 @@ def test_legacy_program_ops_come_from_the_blocks_not_the_version_map(shared_dir,
         (legacy / "inference.pdmodel").read_bytes() + _legacy_program("nearest_interp_v2", "leaky_relu")
     )
     spec = load_model_spec(model)
-    assert (spec.has_leaky_relu, spec.has_interpolate) == (True, True)
+    assert spec.has_leaky_relu is True
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xff\xff", b"not a protobuf at all"])
@@ -234,7 +233,7 @@ def test_paddledetection_layout_is_read(shared_dir):
     assert (spec.program_path.name, spec.params_path.name) == ("model.pdmodel", "model.pdiparams")
     assert spec.model_name == "PP-TinyPose_256x192"
     assert (spec.keypoint, spec.draw_threshold, spec.arch, spec.label_list) == (pir.keypoint, 0.5, "HRNet", ("keypoint",))
-    assert (spec.has_leaky_relu, spec.has_interpolate) == (False, False)
+    assert spec.has_leaky_relu is False
     assert load_model_spec(ppdet).model_name == "keypoint_movenet_thunder_ppdet"
 
 

@@ -99,7 +99,9 @@ def test_keypoints_land_near_independent_oracle(real_results, shared_dir):
 def test_batched_detector_gives_same_persons(real_config, real_results, shared_dir):
     config = json.loads(json.dumps(real_config))
     config["SubModules"]["ObjectDetection"]["batch_size"] = 3
-    pipeline = posepipe.create_pipeline(config=config, device="cpu", kpt_batch_size=5)
+    config["SubModules"]["KeypointDetection"]["batch_size"] = 5  # a cap: chunks of 4 and 1
+    pipeline = posepipe.create_pipeline(config=config, device="cpu")
+    assert pipeline.keypoints.max_batch == 5 and pipeline.metadata["kpt_batch_size"] == 5
     paths = [str(shared_dir / "photos" / name) for name in PHOTOS]
     for name, res in zip(PHOTOS, pipeline.predict(paths)):
         single = real_results[name]["boxes"]

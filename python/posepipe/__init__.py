@@ -25,13 +25,17 @@ def create_pipeline(
     config: Optional[Dict[str, Any]] = None,
     device: Optional[str] = None,
     use_hpip: bool = False,
+    hpi_config: Optional[Dict[str, Any]] = None,
     **options: Any,
 ):
     """Build the keypoint pipeline, as `paddlex.create_pipeline` does.
 
     `pipeline` is the pipeline name or the path of a PaddleX pipeline YAML;
-    `config` (a dict in the same schema) wins over it. Extra keyword options go
-    to `KeypointPipeline` (see its docstring)."""
+    `config` (a dict in the same schema) wins over it. `hpi_config` is
+    PaddleX's (which backend use_hpip runs; runtime/hpi_config.py). Extra
+    keyword options are posepipe's (posepipe.options.PipelineOptions)."""
     from .pipeline import KeypointPipeline  # lazy: keeps `import posepipe` light
 
-    return KeypointPipeline.from_config(pipeline, config, device=device, use_hpip=use_hpip, **options)
+    return KeypointPipeline.from_config(
+        pipeline, config, device=device, use_hpip=use_hpip, hpi_config=hpi_config, **options
+    )

@@ -123,6 +123,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--use_udp", nargs="?", const=True, type=parse_bool, metavar="BOOL", help="unbiased data processing (default: the model's)"
     )
     own.add_argument("--det_batch_size", type=_positive_int, metavar="N", help="images per detector call")
+    own.add_argument(
+        "--kpt_batch_size",
+        type=_positive_int,
+        metavar="N",
+        help="most person crops per keypoint-model call (KeypointDetection.batch_size; 1, the default: measured)",
+    )
     add_flags(own, PipelineOptions)
     own.add_argument("--no_img", action="store_true", help="save only the JSON results, no drawn images")
     video = parser.add_argument_group("video options (video files, camera indices, rtsp:// and http(s) streams)")
@@ -299,6 +305,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     if args.kpt_model_dir is not None:
         kpt.model_dir = args.kpt_model_dir
         kpt.model_name = read_model_name(args.kpt_model_dir) or kpt.model_name
+    if args.kpt_batch_size is not None:
+        kpt.batch_size = args.kpt_batch_size
     if args.flip is not None:
         kpt.flip = args.flip
     if args.use_udp is not None:

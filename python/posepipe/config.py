@@ -28,19 +28,24 @@ class DetectorConfig:
     # (w, h) of the detector input; None: the Resize size in inference.yml.
     img_size: Optional[Tuple[int, int]] = None
     module_name: str = "object_detection"
+    # PaddleX's per-module hpi_config (runtime/hpi_config.py), merged over the pipeline's.
+    hpi_config: Optional[Dict[str, Any]] = None
 
 
 @dataclass
 class KeypointConfig:
     model_name: str = "PP-TinyPose_128x96"
     model_dir: Optional[str] = None
-    # PaddleX runs one person per call; posepipe batches all persons of a
-    # detector batch and splits them into calls of at most this many crops.
+    # Crops per keypoint-model call. PaddleX runs one person per call whatever
+    # this says; posepipe batches all persons of a detector batch, in calls of
+    # the size measured fastest on this machine (runtime/tuning.py) when this
+    # is 1 (PaddleX's default), and of at most this many when it is above 1.
     batch_size: int = 1
     flip: bool = False
     # None: what inference.yml's TopDownEvalAffine says.
     use_udp: Optional[bool] = None
     module_name: str = "keypoint_detection"
+    hpi_config: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -48,6 +53,8 @@ class PipelineConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     keypoints: KeypointConfig = field(default_factory=KeypointConfig)
     pipeline_name: str = PIPELINE_NAME
+    # PaddleX's pipeline-level hpi_config (create_pipeline's hpi_config wins over it).
+    hpi_config: Optional[Dict[str, Any]] = None
 
     @classmethod
     def default(cls) -> "PipelineConfig":
@@ -68,7 +75,10 @@ class PipelineConfig:
                 raise ConfigError(f"{source}: missing the 'SubModules.{key}' mapping")
         det = _build(DetectorConfig, sub["ObjectDetection"], f"{source}: SubModules.ObjectDetection")
         kpt = _build(KeypointConfig, sub["KeypointDetection"], f"{source}: SubModules.KeypointDetection")
-        return cls(detector=det, keypoints=kpt, pipeline_name=name)
+        hpi = data.get("hpi_config")
+        if hpi is not None and not isinstance(hpi, dict):
+            raise ConfigError(f"{source}: hpi_config must be a mapping, got {hpi!r}")
+        return cls(detector=det, keypoints=kpt, pipeline_name=name, hpi_config=hpi)
 
     @classmethod
     def from_yaml(cls, path: Union[str, os.PathLike]) -> "PipelineConfig":
@@ -85,7 +95,7 @@ class PipelineConfig:
     def to_dict(self) -> Dict[str, Any]:
         """PaddleX's schema, key for key."""
         det, kpt = self.detector, self.keypoints
-        return {
+        out: Dict[str, Any] = {
             "pipeline_name": self.pipeline_name,
             "SubModules": {
                 "ObjectDetection": {
@@ -106,6 +116,12 @@ class PipelineConfig:
                 },
             },
         }
+        # hpi_config only when set, so the default YAML stays PaddleX's key for key.
+        for target, value in ((out, self.hpi_config), (out["SubModules"]["ObjectDetection"], det.hpi_config),
+                              (out["SubModules"]["KeypointDetection"], kpt.hpi_config)):
+            if value is not None:
+                target["hpi_config"] = value
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -146,6 +162,8 @@ def _check(obj, where: str) -> None:
         raise ConfigError(f"{where}: model_dir must be a path or null")
     if isinstance(obj.batch_size, bool) or not isinstance(obj.batch_size, int) or obj.batch_size < 1:
         raise ConfigError(f"{where}: batch_size must be a positive integer, got {obj.batch_size!r}")
+    if obj.hpi_config is not None and not isinstance(obj.hpi_config, dict):
+        raise ConfigError(f"{where}: hpi_config must be a mapping, got {obj.hpi_config!r}")
     if isinstance(obj, DetectorConfig):
         obj.threshold = check_threshold(obj.threshold, f"{where}: threshold")
         obj.img_size = parse_img_size(obj.img_size, where)

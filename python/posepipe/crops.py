@@ -6,7 +6,7 @@ the crop warp and the back-projection both start from those float32 values; we
 keep the same arithmetic so crops land on the same pixels."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -49,22 +49,16 @@ def make_crops(
     """All persons of several images in one batched warp: [P,3,h,w] float32, RGB."""
     w, h = input_wh
     # float32 as PaddleX holds them: the UDP matrix divides in that precision.
-    matrices = _kernels.topdown_matrices(centers, scales, w, h, use_udp)
+    matrices = _kernels.topdown_matrices(centers=centers, scales=scales, out_w=w, out_h=h, use_udp=use_udp)
     return _kernels.warp_crops(
-        list(images),
-        np.ascontiguousarray(image_index, dtype=np.int32),
-        matrices,
-        w,
-        h,
-        list(mean),
-        list(std),
-        bool(is_scale),
-        True,
-        num_threads,
+        images=list(images),
+        image_index=np.ascontiguousarray(image_index, dtype=np.int32),
+        matrices=matrices,
+        out_w=w,
+        out_h=h,
+        mean=list(mean),
+        std=list(std),
+        is_scale=bool(is_scale),
+        to_rgb=True,
+        num_threads=num_threads,
     )
-
-
-def split_by_image(values: np.ndarray, counts: List[int]) -> List[np.ndarray]:
-    """Cut a per-person array back into one array per image."""
-    bounds = np.cumsum(counts)[:-1]
-    return np.split(values, bounds) if counts else []

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from . import _kernels
-from .batching import chunk_sizes_to_warm, run_chunked
+from .batching import chunk_sizes_to_warm, run_split
 from .errors import ModelError
 from .models.spec import ModelSpec
 from .runtime.base import Backend
@@ -72,12 +72,12 @@ class Detector:
         return {name: feeds[name] for name in self.backend.input_names}
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
-        return run_chunked(self.backend, feeds, self.max_batch)
+        return run_split(self.backend, feeds, self.max_batch)
 
     def warmup(self) -> None:
         """Build the backend's kernels for every batch size infer() can use."""
         grey = np.full((self.target_hw[0], self.target_hw[1], 3), 114, np.uint8)
-        for size in chunk_sizes_to_warm(self.max_batch):
+        for size in chunk_sizes_to_warm(self.backend, self.max_batch):
             self.infer(self.preprocess([grey] * size))
 
     def postprocess(
@@ -110,13 +110,14 @@ class Detector:
             boxes, scores = outputs[0], outputs[1]
             s = self.nms
             rows, counts = _kernels.multiclass_nms(
-                np.ascontiguousarray(boxes, dtype=np.float32),
-                np.ascontiguousarray(scores, dtype=np.float32),
-                s.score_threshold,
-                s.nms_top_k,
-                s.keep_top_k,
-                s.iou_threshold,
-                s.normalized,
+                boxes=np.ascontiguousarray(boxes, dtype=np.float32),
+                scores=np.ascontiguousarray(scores, dtype=np.float32),
+                score_threshold=s.score_threshold,
+                nms_top_k=s.nms_top_k,
+                keep_top_k=s.keep_top_k,
+                iou_threshold=s.iou_threshold,
+                normalized=s.normalized,
+                num_threads=self.num_threads,
             )
             return rows, counts.astype(np.int64)
         shapes = [tuple(o.shape) for o in outputs]
@@ -195,7 +196,8 @@ def preprocess_images(
         [[r.shape[0] / im.shape[0], r.shape[1] / im.shape[1]] for r, im in zip(resized, images)], dtype=np.float32
     ).reshape(-1, 2)
     batch = _kernels.normalize_batch(
-        resized, target_hw[0], target_hw[1], list(mean), list(std), bool(is_scale), False, num_threads
+        images=resized, out_h=target_hw[0], out_w=target_hw[1], mean=list(mean), std=list(std),
+        is_scale=bool(is_scale), to_rgb=False, num_threads=num_threads,
     )
     return batch, scales
 

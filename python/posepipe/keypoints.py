@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from . import _kernels
-from .batching import chunk_sizes_to_warm, keypoint_batch_limit, run_chunked
+from .batching import chunk_sizes_to_warm, run_split
 from .crops import boxes_to_center_scale, make_crops
 from .errors import ModelError
 from .models.spec import ModelSpec
@@ -29,12 +29,11 @@ class KeypointModel:
         backend: Backend,
         flip: bool = False,
         use_udp: Optional[bool] = None,
-        max_batch: Optional[int] = None,
+        max_batch: int = 1,
         num_threads: int = 0,
-        device_kind: str = "cpu",
     ):
-        """max_batch: most crops per model call; None picks one for the model's
-        input size and the device (batching.keypoint_batch_limit)."""
+        """max_batch: most crops per model call (the pipeline measures it:
+        runtime/tuning.py); the backend's own max_batch caps it further."""
         if spec.keypoint is None:
             raise ModelError(f"{spec.model_dir}: not a top-down keypoint model (no TopDownEvalAffine in inference.yml)")
         self.spec = spec
@@ -45,7 +44,7 @@ class KeypointModel:
         self.use_udp = spec.keypoint.use_udp if use_udp is None else bool(use_udp)
         # PaddleX shifts flipped heatmaps by one pixel for PP-TinyPose models only, chosen by name.
         self.shift_flipped = "PP-TinyPose" in spec.model_name
-        self.max_batch = max(1, int(max_batch or keypoint_batch_limit(self.input_wh, device_kind)))
+        self.max_batch = max(1, int(max_batch))
         self.num_threads = num_threads
         self.input_name = backend.input_names[0]
 
@@ -64,27 +63,23 @@ class KeypointModel:
         heatmaps = self._run_batched(crops)
         if self.flip:
             flipped = self._run_batched(np.ascontiguousarray(crops[..., ::-1]))
-            heatmaps = _kernels.average_flip(heatmaps, flipped, COCO_FLIP_PAIRS, self.shift_flipped)
+            heatmaps = _kernels.average_flip(
+                heatmaps=heatmaps, heatmaps_flipped=flipped, flip_pairs=COCO_FLIP_PAIRS, shift=self.shift_flipped,
+                num_threads=self.num_threads,
+            )
         return heatmaps
 
     def decode(self, heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return _kernels.decode_heatmaps(
-            heatmaps, centers, scales, True, 3, self.num_threads
+            heatmaps=heatmaps, centers=centers, scales=scales, use_dark=True, blur_kernel=3, num_threads=self.num_threads
         )
 
-    def predict(self, images: Sequence[np.ndarray], image_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """[P,17,3] (x, y, score) for P boxes; image_index[i] picks the image of box i."""
-        if len(boxes) == 0:
-            return np.zeros((0, 17, 3), dtype=np.float32)
-        crops, centers, scales = self.crops(images, image_index, boxes)
-        return self.decode(self.heatmaps(crops), centers, scales)
-
     def _run_batched(self, crops: np.ndarray) -> np.ndarray:
-        outputs = run_chunked(self.backend, {self.input_name: crops}, self.max_batch)
+        outputs = run_split(self.backend, {self.input_name: crops}, self.max_batch)
         return np.asarray(outputs[0], dtype=np.float32)
 
     def warmup(self) -> None:
-        """Build the backend's kernels for every batch size predict() can use."""
+        """Build the backend's kernels for every batch size heatmaps() can use."""
         w, h = self.input_wh
-        for size in chunk_sizes_to_warm(self.max_batch):
+        for size in chunk_sizes_to_warm(self.backend, self.max_batch):
             self.backend.run({self.input_name: np.zeros((size, 3, h, w), np.float32)})

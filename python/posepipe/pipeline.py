@@ -21,9 +21,16 @@ from .keypoints import KeypointModel
 from .models.official import resolve_model_dir
 from .models.spec import load_model_spec
 from .options import PipelineOptions
+from .precision import PrecisionChooser
 from .result import KeypointResult, SaveNames
-from .runtime import RuntimeOptions, create_backend, parse_device
+from .runtime import RuntimeOptions, parse_device
+from .runtime.base import Backend
+from .runtime.candidates import CANDIDATES
+from .runtime.cpu import cpu_info
+from .runtime.hpi_config import merge_hpi_configs, parse_hpi_config
 from .runtime.memory import tune_glibc_malloc
+from .runtime.plan import ModelPlan, plan_backend
+from .runtime.tuning import tuned_keypoint_batch
 from .streaming import StreamOptions, predict_sources
 
 log = logging.getLogger("posepipe")
@@ -36,16 +43,12 @@ class KeypointPipeline:
         device: Optional[str] = None,
         use_hpip: bool = False,
         options: PipelineOptions = PipelineOptions(),
+        hpi_config: Optional[Dict[str, Any]] = None,
     ):
         self.config = config
         self.options = options
         self.device = parse_device(device)
-        runtime = RuntimeOptions(
-            device=self.device,
-            cpu_threads=options.cpu_threads,
-            use_onednn=options.use_onednn,
-            use_hpip=use_hpip,
-        )
+        runtime = RuntimeOptions(device=self.device, cpu_threads=options.cpu_threads, use_onednn=options.use_onednn)
         malloc_tuned = tune_glibc_malloc() if options.tune_malloc else False
         det_cfg, kpt_cfg = config.detector, config.keypoints
         det_spec = load_model_spec(
@@ -62,32 +65,75 @@ class KeypointPipeline:
                     "%s: inference.yml names model %r but the config says %r; using the directory's",
                     spec.model_dir, spec.model_name, cfg.model_name,
                 )
-        threads = options.cpu_threads or 0
-        self.detector = Detector(
-            det_spec,
-            create_backend(det_spec, runtime, backend=options.backend),
-            img_size=det_cfg.img_size,
-            threshold=det_cfg.threshold,
-            num_threads=threads,
-            max_batch=det_cfg.batch_size,
+        self._threads = options.cpu_threads or 0
+        tune = options.cpu_threads is None  # threads measured per model unless the user set them
+        # precision="fp32": use_hpip keeps to its fp32 candidates (on GPUs it also has fp16 ones).
+        hpip_pool = None
+        if options.precision == "fp32":
+            hpip_pool = tuple(c for c in CANDIDATES.get(self.device.kind, ()) if c.precision == "fp32")
+        plans = []
+        for role, spec, cfg in (("detector", det_spec, det_cfg), ("keypoints", kpt_spec, kpt_cfg)):
+            hpi = parse_hpi_config(merge_hpi_configs(hpi_config, config.hpi_config, cfg.hpi_config), f"{role} hpi_config")
+            if hpi is not None and not use_hpip:
+                log.warning("posepipe: hpi_config applies with use_hpip=True (as in PaddleX); ignored for the %s", role)
+                hpi = None
+            plans.append(
+                plan_backend(spec, runtime, options.backend, use_hpip=use_hpip, hpi=hpi, candidates=hpip_pool, tune_threads=tune)
+            )
+        self._specs = (det_spec, kpt_spec)
+        self._kpt_batch_info: Dict[str, Dict[str, Any]] = {}
+        chooser = PrecisionChooser(
+            self._specs, runtime, self._stages, self._keypoint_batch, det_cfg.threshold, tune_threads=tune
         )
-        self.keypoints = KeypointModel(
-            kpt_spec,
-            create_backend(kpt_spec, runtime, backend=options.backend),
-            flip=kpt_cfg.flip,
-            use_udp=kpt_cfg.use_udp,
-            max_batch=options.kpt_batch_size,
-            device_kind=self.device.kind,
-            num_threads=threads,
-        )
+        choice = chooser.choose(options.precision, options.calibration, (plans[0], plans[1]))
+        kpt_batch = self._keypoint_batch(choice.keypoints)
+        self.detector, self.keypoints = self._stages(choice.detector.backend, choice.keypoints.backend, kpt_batch)
         self.metadata: Dict[str, Any] = {
             "device": str(device or self.device),
             "detector": self.detector.backend.describe(),
             "keypoints": self.keypoints.backend.describe(),
             "kpt_batch_size": self.keypoints.max_batch,
+            "precision": {**choice.precisions, **choice.info},
+            "tuning": {
+                "cpu": cpu_info().summary(),
+                "detector_threads": choice.detector.threads,
+                "keypoint_threads": choice.keypoints.threads,
+                "kpt_batch_size": self._kpt_batch_info.get(choice.keypoints.label),
+            },
             "malloc_tuned": malloc_tuned,
         }
         log.info("posepipe backends: %s", self.metadata)
+
+    def _stages(self, det_backend: Backend, kpt_backend: Backend, kpt_batch: int) -> Tuple[Detector, KeypointModel]:
+        """The detector and keypoint stages around two backends, as this pipeline's config says."""
+        det_cfg, kpt_cfg = self.config.detector, self.config.keypoints
+        detector = Detector(
+            self._specs[0],
+            det_backend,
+            img_size=det_cfg.img_size,
+            threshold=det_cfg.threshold,
+            num_threads=self._threads,
+            max_batch=det_cfg.batch_size,
+        )
+        keypoints = KeypointModel(
+            self._specs[1],
+            kpt_backend,
+            flip=kpt_cfg.flip,
+            use_udp=kpt_cfg.use_udp,
+            max_batch=kpt_batch,
+            num_threads=self._threads,
+        )
+        return detector, keypoints
+
+    def _keypoint_batch(self, plan: ModelPlan) -> int:
+        """Crops per keypoint call: KeypointDetection.batch_size when above 1
+        (a cap set by the user), else measured for this backend (runtime/tuning.py)."""
+        cap = self.config.keypoints.batch_size
+        if cap > 1:
+            self._kpt_batch_info[plan.label] = {"batch": cap, "decision": "KeypointDetection.batch_size"}
+        elif plan.label not in self._kpt_batch_info:
+            self._kpt_batch_info[plan.label] = tuned_keypoint_batch(plan.spec, plan.backend, plan.label, plan.options)[1]
+        return int(self._kpt_batch_info[plan.label]["batch"])
 
     def warmup(self) -> None:
         """Run every batch shape once so that the first real requests do not pay
@@ -103,13 +149,17 @@ class KeypointPipeline:
         config: Optional[Dict[str, Any]],
         device: Optional[str] = None,
         use_hpip: bool = False,
+        hpi_config: Optional[Dict[str, Any]] = None,
         **options: Any,
     ) -> "KeypointPipeline":
         known = {f.name for f in dataclasses.fields(PipelineOptions)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}; posepipe's options are: {', '.join(sorted(known))}")
-        return cls(load_config(pipeline, config), device=device, use_hpip=use_hpip, options=PipelineOptions(**options))
+        return cls(
+            load_config(pipeline, config), device=device, use_hpip=use_hpip, options=PipelineOptions(**options),
+            hpi_config=hpi_config,
+        )
 
     def predict(
         self,
@@ -237,34 +287,13 @@ class KeypointPipeline:
             yield self._result(item, rows, kpts, timings, len(frames))
 
     def _detect(self, images: List[np.ndarray], det_threshold: Optional[float]) -> Tuple[List[np.ndarray], Dict[str, float]]:
-        """Per image: the detector's [M,6] rows (class, score, x1, y1, x2, y2)."""
-        t0 = time.perf_counter()
-        feeds = self.detector.preprocess(images)
-        t1 = time.perf_counter()
-        outputs = self.detector.infer(feeds)
-        t2 = time.perf_counter()
-        per_frame_rows = self.detector.postprocess(outputs, [im.shape[:2] for im in images], det_threshold)
-        t3 = time.perf_counter()
-        return per_frame_rows, {"det_preprocess": t1 - t0, "det_infer": t2 - t1, "det_postprocess": t3 - t2}
+        return detect_persons(self.detector, images, det_threshold)
 
     def _estimate(
         self, images: List[np.ndarray], per_frame_rows: List[np.ndarray]
     ) -> Tuple[List[np.ndarray], Dict[str, float]]:
-        """Per image: [M,17,3] keypoints for its rows, all persons of all images in one batched pass."""
-        counts = [len(r) for r in per_frame_rows]
-        keypoints = np.zeros((0, 17, 3), np.float32)
-        t3 = t4 = t5 = t6 = time.perf_counter()
-        if sum(counts):
-            boxes = np.concatenate(per_frame_rows, axis=0)
-            image_index = np.repeat(np.arange(len(images), dtype=np.int32), counts)
-            crops, centers, scales = self.keypoints.crops(images, image_index, boxes[:, 2:6])
-            t4 = time.perf_counter()
-            heatmaps = self.keypoints.heatmaps(crops)
-            t5 = time.perf_counter()
-            keypoints = self.keypoints.decode(heatmaps, centers, scales)
-            t6 = time.perf_counter()
-        per_frame = np.split(keypoints, np.cumsum(counts)[:-1]) if counts else []
-        return per_frame, {"crops": t4 - t3, "kpt_infer": t5 - t4, "kpt_decode": t6 - t5}
+        keypoints, timings, _ = estimate_keypoints(self.keypoints, images, per_frame_rows)
+        return keypoints, timings
 
     def _result(
         self, frame: Frame, rows: np.ndarray, kpts: np.ndarray, timings: Dict[str, float], batch_images: int
@@ -272,6 +301,42 @@ class KeypointPipeline:
         result = KeypointResult.from_arrays(frame.input_path, frame.image, rows, kpts, frame.page_index)
         result.metadata.update(self.metadata, timings_s=timings, batch_images=batch_images)
         return result
+
+
+def detect_persons(
+    detector: Detector, images: List[np.ndarray], det_threshold: Optional[float]
+) -> Tuple[List[np.ndarray], Dict[str, float]]:
+    """Per image: the detector's [M,6] rows (class, score, x1, y1, x2, y2); and the stage times."""
+    t0 = time.perf_counter()
+    feeds = detector.preprocess(images)
+    t1 = time.perf_counter()
+    outputs = detector.infer(feeds)
+    t2 = time.perf_counter()
+    per_frame_rows = detector.postprocess(outputs, [im.shape[:2] for im in images], det_threshold)
+    t3 = time.perf_counter()
+    return per_frame_rows, {"det_preprocess": t1 - t0, "det_infer": t2 - t1, "det_postprocess": t3 - t2}
+
+
+def estimate_keypoints(
+    keypoints: KeypointModel, images: List[np.ndarray], per_frame_rows: List[np.ndarray]
+) -> Tuple[List[np.ndarray], Dict[str, float], np.ndarray]:
+    """Per image: [M,17,3] keypoints for its rows, all persons of all images in
+    one batched pass; the stage times; and the crops [P,3,h,w] the model saw."""
+    counts = [len(r) for r in per_frame_rows]
+    keypoints_out = np.zeros((0, 17, 3), np.float32)
+    crops = np.zeros((0, 3, keypoints.input_wh[1], keypoints.input_wh[0]), np.float32)
+    t3 = t4 = t5 = t6 = time.perf_counter()
+    if sum(counts):
+        boxes = np.concatenate(per_frame_rows, axis=0)
+        image_index = np.repeat(np.arange(len(images), dtype=np.int32), counts)
+        crops, centers, scales = keypoints.crops(images, image_index, boxes[:, 2:6])
+        t4 = time.perf_counter()
+        heatmaps = keypoints.heatmaps(crops)
+        t5 = time.perf_counter()
+        keypoints_out = keypoints.decode(heatmaps, centers, scales)
+        t6 = time.perf_counter()
+    per_frame = np.split(keypoints_out, np.cumsum(counts)[:-1]) if counts else []
+    return per_frame, {"crops": t4 - t3, "kpt_infer": t5 - t4, "kpt_decode": t6 - t5}, crops
 
 
 def _rows_from_boxes(boxes: np.ndarray, index: int) -> np.ndarray:

@@ -22,7 +22,6 @@ PaddleX 3.7.2's semantics:
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -43,10 +42,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Permute (HWC -> CHW) is what posepipe always does; it is accepted, not needed.
 _KNOWN_STEPS = frozenset({"Resize", "TopDownEvalAffine", "NormalizeImage", "Permute", "PadStride", "Pad"})
-
-# Op names of both program formats (PIR: "nearest_interp"; legacy: "nearest_interp_v2").
-_INTERP_OPS = re.compile(r"(?:bilinear|nearest|bicubic|linear|trilinear)_interp")
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -104,8 +99,6 @@ class ModelSpec:
     params_path: Path
     detector: Optional[DetectorPreprocess]
     keypoint: Optional[KeypointPreprocess]
-    # oneDNN on Paddle 3.3.1 cannot run *_interp ops of PIR programs (issue #79749).
-    has_interpolate: bool
     # oneDNN's conv + leaky_relu fusion segfaults on Paddle 3.3.1.
     has_leaky_relu: bool
     # TensorRT shapes from the yml's `Hpi` block: input -> [min, opt, max] shapes.
@@ -156,7 +149,6 @@ def load_model_spec(model_dir, kind: Optional[str] = None, model_name: Optional[
         params_path=params,
         detector=detector,
         keypoint=keypoint,
-        has_interpolate=any(_INTERP_OPS.match(op) for op in ops),
         has_leaky_relu="leaky_relu" in ops,
         hpi_dynamic_shapes=_hpi_dynamic_shapes(cfg.get("Hpi")),
         input_hw=program_input_hw(program),

@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ _CONVERT_SCRIPT = (
     "    f.write(data)\n"
 )
 _HASH_CHUNK = 1 << 20
+_NMS_OP = re.compile(rb"multiclass_nms")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ def _one_file_digest(path: Path) -> str:
 def model_key(spec: ModelSpec) -> str:
     """Content key of the Paddle model (program + weights)."""
     return file_digest(spec.program_path, spec.params_path)
+
+
+def nms_exported_for_one_image(spec: ModelSpec) -> bool:
+    """paddle2onnx exports `multiclass_nms3` for batch 1 only: a model with
+    NMS in its graph runs one image per call on an ONNX backend."""
+    return bool(_NMS_OP.search(spec.program_path.read_bytes()))
 
 
 def onnx_for(spec: ModelSpec) -> OnnxModel:
@@ -156,7 +164,16 @@ def _tail(text: str, lines: int = 8) -> str:
     return " | ".join(kept) or "no output"
 
 
-__all__ = ["OPSET", "OnnxModel", "conversion_path", "file_digest", "model_key", "onnx_for", "posepipe_home"]
+__all__ = [
+    "OPSET",
+    "OnnxModel",
+    "conversion_path",
+    "file_digest",
+    "model_key",
+    "nms_exported_for_one_image",
+    "onnx_for",
+    "posepipe_home",
+]
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

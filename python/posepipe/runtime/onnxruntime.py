@@ -4,20 +4,19 @@ execution providers.
 The ONNX file comes from runtime/onnx_export.py (shipped `inference.onnx`, or
 a cached paddle2onnx conversion).
 
-Batch limits. paddle2onnx exports `multiclass_nms3` for batch 1 only
-(the real NanoDet file even fixes its input to [1,...]; the converted
-PP-YOLOE declares a symbolic batch, yet fails at batch 2 inside its NMS
-block: "Concat: mismatched dimensions of 2 and 1"). Such a model gets one
-session run per image and the outputs are concatenated along axis 0, which
-is exactly the batched layout: rows [M,6] stack image after image and the
-per-image counts [1] become [N]; plain [N,...] outputs stack too. The same
-splitting keeps a TensorRT engine inside the largest batch of its
+Batch limits (`max_batch`, honoured by batching.run_split). paddle2onnx
+exports `multiclass_nms3` for batch 1 only (the real NanoDet file even fixes
+its input to [1,...]; the converted PP-YOLOE declares a symbolic batch, yet
+fails at batch 2 inside its NMS block: "Concat: mismatched dimensions of 2
+and 1"). Such a model declares max_batch 1: it gets one session run per image
+and the outputs are concatenated along axis 0, which is exactly the batched
+layout (rows [M,6] stack image after image and the per-image counts [1]
+become [N]). A TensorRT engine declares the largest batch of its
 optimisation profile.
 """
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -26,7 +25,8 @@ import numpy as np
 from ..errors import ConfigError, ModelError
 from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
-from .onnx_export import model_key, onnx_for, posepipe_home
+from .device import Device
+from .onnx_export import model_key, nms_exported_for_one_image, onnx_for, posepipe_home
 
 log = logging.getLogger("posepipe")
 
@@ -41,11 +41,10 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 # TensorRT optimisation profile for the batch axis of dynamic-batch models:
-# on GPUs posepipe sends up to TRT_MAX_BATCH persons per keypoint call
-# (batching.GPU_KPT_BATCH), so the engine covers 1..32, tuned for a handful.
+# the engine covers 1..32 persons per keypoint call, tuned for a handful; the
+# keypoint batch size is then measured within it (runtime/tuning.py).
 TRT_MIN_BATCH, TRT_OPT_BATCH, TRT_MAX_BATCH = 1, 8, 32
 TRT_WORKSPACE_BYTES = 2 << 30
-_NMS_OP = re.compile(rb"multiclass_nms")
 
 
 def import_onnxruntime():
@@ -58,6 +57,10 @@ def import_onnxruntime():
 
 class OrtBackend(Backend):
     name = "onnxruntime"
+
+    @classmethod
+    def precisions(cls, device: Device) -> Tuple[str, ...]:
+        return ("fp32", "fp16") if device.kind == "gpu" else ("fp32",)
 
     def __init__(self, spec: ModelSpec, options: RuntimeOptions, ep: str = "auto", fp16: bool = True):
         """`ep`: "cpu", "cuda", "tensorrt", or "auto" (cpu on cpu; TensorRT,
@@ -83,8 +86,9 @@ class OrtBackend(Backend):
         self.options = options
         self.ep = ep
         self.fp16 = bool(fp16) and ep == "tensorrt"
+        self.precision = "fp16" if self.fp16 else "fp32"
         self.onnx = onnx_for(spec)
-        self._per_image = bool(_NMS_OP.search(spec.program_path.read_bytes()))
+        self._per_image = nms_exported_for_one_image(spec)
         self._engine_cache: Optional[Path] = None
         self._profile: Dict[str, Tuple[List[int], List[int], List[int]]] = {}
         if ep == "tensorrt":
@@ -123,25 +127,15 @@ class OrtBackend(Backend):
         self.output_names = [o.name for o in session.get_outputs()]
         batch_dim = inputs[0].shape[0] if inputs and inputs[0].shape else None
         if self._per_image or batch_dim == 1:
-            self.batch_limit: Optional[int] = 1
+            self.max_batch = 1
         elif self._profile:
-            self.batch_limit = min(p[2][0] for p in self._profile.values())
-        else:
-            self.batch_limit = None
+            self.max_batch = min(p[2][0] for p in self._profile.values())
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ModelError(f"{self.spec.model_dir}: missing model input(s) {missing}; the model takes {self.input_names}")
         feeds = {n: np.ascontiguousarray(inputs[n]) for n in self.input_names}
-        n = len(feeds[self.input_names[0]])
-        limit = self.batch_limit
-        if limit is None or n <= limit:
-            return self._run(feeds)
-        parts = [self._run({k: v[i : i + limit] for k, v in feeds.items()}) for i in range(0, n, limit)]
-        return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(self.output_names))]
-
-    def _run(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
         try:
             return self._session.run(self.output_names, feeds)
         except Exception as e:
@@ -160,7 +154,7 @@ class OrtBackend(Backend):
             "onnx": str(self.onnx.path),
             "onnx_source": self.onnx.source,
             "cpu_threads": self.options.cpu_threads,
-            "batch_limit": self.batch_limit,
+            "max_batch": self.max_batch,
         }
         if self.ep == "tensorrt":
             out.update(fp16=self.fp16, engine_cache=str(self._engine_cache))

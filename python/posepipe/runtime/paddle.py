@@ -2,7 +2,7 @@
 
 CPU settings for `use_onednn=None`, measured on Paddle 3.3.1, 2-core CPU, ms
 per call, plain kernels vs oneDNN, 2 threads (reproduce with
-`python -m posepipe.runtime.measure MODEL_DIR... --photo X.jpg`):
+`python benchmarks/onednn_table.py MODEL_DIR... --photo X.jpg`):
 
     model                 batch   plain  oneDNN   max |diff|
     PP-TinyPose_128x96        1    25.4    16.3   5.7e-7 (heatmap)
@@ -99,8 +99,6 @@ class PaddleBackend(Backend):
         if options.enable_memory_optim:
             config.enable_memory_optim()
         config.disable_glog_info()
-        if options.use_hpip:
-            log.info("posepipe: use_hpip is handled by create_backend (runtime/select.py); this Paddle backend runs as configured")
         try:
             self._predictor = paddle_inference.create_predictor(config)
         except Exception as e:  # Paddle raises assorted C++-mapped types

@@ -10,7 +10,7 @@ directly by later starts.
 
 Shapes: the yml's `Hpi` dynamic shapes (PaddleX's own TensorRT profile),
 with the keypoint batch widened to posepipe's batches (see
-onnxruntime.trt_batch_profile); batches beyond the profile are split.
+onnxruntime.trt_batch_profile); the profile's top is the backend's max_batch.
 
 Not measured in this repository's sessions (no GPU was available); written
 against Paddle 3.3's `paddle.tensorrt.export` API.
@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
@@ -96,15 +96,14 @@ class PaddleTrtBackend(Backend):
         self._runner = ZeroCopyRunner(predictor, f"{spec.model_dir}: Paddle TensorRT")
         self.input_names = self._runner.input_names
         self.output_names = self._runner.output_names
-        self.batch_limit: Optional[int] = min(p[2][0] for p in self._profile.values()) if self._profile else None
+        self.max_batch = min(p[2][0] for p in self._profile.values()) if self._profile else None
+
+    @classmethod
+    def precisions(cls, device: Device) -> Tuple[str, ...]:
+        return ("fp32", "fp16") if device.kind == "gpu" else ()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
-        n = len(inputs[self.input_names[0]]) if self.input_names and self.input_names[0] in inputs else 0
-        limit = self.batch_limit
-        if limit is None or n <= limit:
-            return self._runner.run(inputs)
-        parts = [self._runner.run({k: v[i : i + limit] for k, v in inputs.items()}) for i in range(0, n, limit)]
-        return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(self.output_names))]
+        return self._runner.run(inputs)
 
     def describe(self) -> Dict[str, Any]:
         import paddle
@@ -118,7 +117,7 @@ class PaddleTrtBackend(Backend):
             "precision": self.precision,
             "engine_cache": str(self._prefix.parent),
             "trt_shapes": {k: [list(s) for s in v] for k, v in self._profile.items()},
-            "batch_limit": self.batch_limit,
+            "max_batch": self.max_batch,
         }
 
     def _shape_profile(self, paddle_inference) -> Dict[str, Tuple[List[int], List[int], List[int]]]:

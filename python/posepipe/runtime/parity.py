@@ -34,6 +34,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..models.spec import KEYPOINT
+from .accuracy import iou_matrix
 
 
 @dataclass(frozen=True)
@@ -200,15 +201,7 @@ def _near_tie(row: np.ndarray, other: np.ndarray, tol: Tolerance) -> bool:
     if not len(other):
         return False
     near = (other[:, 0] == row[0]) & (np.abs(other[:, 1] - row[1]) <= tol.score)
-    return bool(near.any() and (_iou(row[2:6], other[near, 2:6]) >= NMS_OVERLAP_IOU).any())
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return bool(near.any() and (iou_matrix(row[None, 2:6], other[near, 2:6])[0] >= NMS_OVERLAP_IOU).any())
 
 
 def _compare_raw_boxes(ref, out, tol: Tolerance, report: ParityReport) -> ParityReport:

@@ -1,6 +1,7 @@
-"""Re-measure the CPU settings behind `use_onednn=None` (see runtime/paddle.py).
+"""Re-measure the CPU settings behind `use_onednn=None` (see
+python/posepipe/runtime/paddle.py): a developer's table.
 
-    python -m posepipe.runtime.measure MODEL_DIR [MODEL_DIR ...] --photo some.jpg
+    python benchmarks/onednn_table.py MODEL_DIR [MODEL_DIR ...] --photo some.jpg
 
 Per model: latency of the plain CPU kernels vs oneDNN (with posepipe's pass
 workarounds) at each batch size and thread count, the max |diff| between
@@ -17,8 +18,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..models.spec import load_model_spec
-from . import RuntimeOptions, create_backend
+from posepipe.models.spec import load_model_spec
+from posepipe.runtime import RuntimeOptions, create_backend
+from posepipe.runtime.cpu import cpu_info
 
 
 def _inputs(spec, n: int, photo: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
@@ -104,6 +106,7 @@ def main(argv=None) -> None:
         import cv2
 
         photo = cv2.imread(args.photo)[:, :, ::-1]
+    print(f"CPU: {cpu_info().summary()}")
     print("| model | kernels | threads | batch | ms per call | ms per item | max abs diff vs plain |")
     print("|---|---|---|---|---|---|---|")
     for model_dir in args.model_dirs:
