@@ -31,10 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from measure import alternate  # noqa: E402
 from report import publish  # noqa: E402
-from run import CpuWitness, Sides, machine, parse_option  # noqa: E402
+from run import Sides, machine, parse_option  # noqa: E402
 from suites import SUITES, default_peer_python, find_shared  # noqa: E402
 
 from posepipe.evaluation.checks import load_dataset  # noqa: E402
+from posepipe.runtime.timing import OthersCpu  # noqa: E402
 from posepipe.evaluation.coco import STAT_NAMES, ground_truth, score  # noqa: E402
 from posepipe.evaluation.modes import box_results, keypoint_results  # noqa: E402
 from posepipe.evaluation.report import IOU_TYPES  # noqa: E402
@@ -109,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         },
         "scenarios": {},
     }
-    witness = CpuWitness()
+    witness = OthersCpu()
     sides = Sides(args)
     try:
         results["meta"]["posepipe"] = sides.posepipe.request("init", name="eval", config=suite.config(shared), options=args.pp_options)
@@ -122,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results["scenarios"][scenario] = bench_scenario(sides, scorer, dataset_dir, images, list(modes), args)
     finally:
         sides.close()
-    results["meta"]["machine"]["others_cpu_share"] = witness.others_share()
+    results["meta"]["machine"]["others_cpu_share"] = witness.share()
     results["targets"] = targets(results)
     publish(results, args.out, args.name, table(results))
     return 0

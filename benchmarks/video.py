@@ -45,7 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _protocol import Worker  # noqa: E402
 from measure import alternate  # noqa: E402
 from report import publish  # noqa: E402
-from run import CpuWitness, machine  # noqa: E402
+from run import machine  # noqa: E402
+
+from posepipe.runtime.timing import OthersCpu  # noqa: E402
 from suites import SUITES, default_peer_python, find_shared  # noqa: E402
 from video_clips import MjpegCamera, photo_clip, read_frames, write_video  # noqa: E402
 from video_metrics import agreement, jitter, lag_frames  # noqa: E402
@@ -82,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     shared = find_shared()
     vtest = str(shared / "videos" / "vtest.avi")
     config = SUITES["real"].config(shared)
-    witness = CpuWitness()
+    witness = OthersCpu()
     out: Dict[str, Any] = {
         "meta": {
             "command": " ".join(["python", "benchmarks/video.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -114,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         for worker in workers.values():
             worker.close()
-    out["meta"]["machine"]["others_cpu_share"] = witness.others_share()
+    out["meta"]["machine"]["others_cpu_share"] = witness.share()
     out["targets"] = targets(out)
     publish(out, args.out, args.name, table(out))
     return 0
