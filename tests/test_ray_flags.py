@@ -2,9 +2,11 @@
 `--ray` says when Ray is not installed. No Ray is started here."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,48 @@ def test_without_ray_the_flag_says_how_to_install_it(args, tmp_path):
     assert run.returncode == 1, run.stderr
     assert 'pip install "posepipe[ray]"' in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--det_frequency", "5"], "--det_frequency is for videos, which run without --ray"),
+        (["--smooth"], "--smooth is for videos, which run without --ray"),
+    ],
+)
+def test_video_flags_with_ray_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--input", "x.jpg", "--ray", "--save_path", "out", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_video_with_ray_exits_2_naming_it(shared_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    video = str(shared_dir / "videos" / "vtest.avi")
+    photo = str(shared_dir / "photos" / "hrnet_demo.jpg")
+    assert cli.main(["--input", photo, video, "--ray", "--save_path", "out"]) == 2
+    err = capsys.readouterr().err
+    assert f"{video}: a video runs frame by frame in one process: run it without --ray" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_actors_read_files_and_calibration_by_absolute_path(shared_dir, tmp_path, monkeypatch):
+    """An actor in another working folder reads what the driver meant; the
+    result's input_path keeps the text as given (as the local CLI writes it)."""
+    from posepipe.io import Source, iter_sources, read_frame
+    from posepipe.ray.batch import _fields
+    from posepipe.ray.settings import threads_for
+
+    monkeypatch.chdir(shared_dir)
+    here = Path.cwd()
+    [source] = iter_sources("photos/hrnet_demo.jpg")
+    _, options = threads_for(1, {"calibration": "photos", "cpu_threads": 1})
+    travelled = Source(**json.loads(json.dumps(_fields(source))))
+    monkeypatch.chdir(tmp_path)
+    frame = read_frame(travelled)
+    assert frame.input_path == "photos/hrnet_demo.jpg" and frame.image.shape[2] == 3
+    assert options["calibration"] == str(here / "photos")
+    monkeypatch.chdir(here)
+    _, many = threads_for(1, {"calibration": ["photos/a.jpg", Path("photos/b.jpg")]})
+    assert many["calibration"] == [str(here / "photos/a.jpg"), str(here / "photos/b.jpg")]

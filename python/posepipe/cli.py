@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import __version__, create_pipeline
 from .config import PIPELINE_NAME, PipelineConfig, check_threshold, load_config
-from .errors import ConfigError, DeviceError, PosepipeError
+from .errors import ConfigError, DeviceError, InputError, PosepipeError
 from .flags import add_flags, from_args, given, parse_bool
 from .io import iter_sources
 from .models.spec import read_model_name
@@ -163,6 +163,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise _UsageError("--ray needs --save_path: the results are saved there, not printed")
     save_path = _save_folder(args.save_path)
     if cluster.ray:
+        if video_args:
+            raise _UsageError(f"--{sorted(video_args)[0]} is for videos, which run without --ray")
         return _predict_on_ray(args, config, options, threshold, cluster, ray_settings)
     with _logging(args.quiet):
         try:
@@ -226,8 +228,13 @@ def _predict_on_ray(
         require_ray()
     except RayMissing as e:
         return _fail(str(e), 1)
+    from .ray.batch import check_sources
     from .ray.cli import batch_main
 
+    try:
+        check_sources(iter_sources(args.input))
+    except InputError as e:
+        raise _UsageError(str(e)) from None
     with _logging(args.quiet):
         failed, total = batch_main(
             config.to_dict(),

@@ -61,7 +61,7 @@ class Source:
     name: str  # how errors name it: the path or URL as given, or "array input #2"
     input_path: Optional[str]  # the result's input_path: path or URL; None for arrays and bytes
     kind: str  # "array" | "bytes" | "file" | "url" | "video" | "invalid"
-    data: Any = None  # the ndarray, the bytes, the video.Video, or (kind "invalid") the problem text
+    data: Any = None  # the ndarray, the bytes, the video.Video, (kind "invalid") the problem text, or a file's path to read when it differs from input_path
     page: int = 0  # page of a multi-page TIFF file
     is_from_folder: bool = False
     page_count: int = 1  # pages of its file; results of multi-page files carry their page_index
@@ -200,7 +200,7 @@ def read_frame(source: Source, limits: InputLimits = InputLimits()) -> Frame:
         return Frame(_decode(source.data, source.name, limits), source.input_path)
     if source.kind == "url":
         return Frame(_decode(_download(source.name, limits), source.name, limits), source.input_path)
-    image = _read_file(source.input_path, source.name, limits, source.page)
+    image = _read_file(source.data or source.input_path, source.name, limits, source.page)
     return Frame(image, source.input_path, source.page_index)
 
 

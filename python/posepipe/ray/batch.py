@@ -25,13 +25,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
 import ray
 
-from ..config import PIPELINE_NAME, check_threshold
+from ..config import PIPELINE_NAME, check_threshold, load_config
+from ..errors import InputError
 from ..io import Source, iter_sources
 from ..result import KeypointResult, SaveNames
 from .serve import portable_config
@@ -274,8 +275,9 @@ def run_batch(
     save_folder = Path(save_path)
     save_folder.mkdir(parents=True, exist_ok=True)
     planned = _plan(input)
+    check_sources(item.source for item in planned)
     report = BatchReport(total=len(planned))
-    batch_size = int(config["SubModules"]["ObjectDetection"].get("batch_size") or 1)
+    batch_size = load_config(None, config).detector.batch_size
     # The local run's detector batches; those with something missing run again whole.
     groups = [list(range(i, min(i + batch_size, len(planned)))) for i in range(0, len(planned), batch_size)]
     pending = {i for i, item in enumerate(planned) if not _done(item, save_folder, images)}
@@ -289,41 +291,56 @@ def run_batch(
         for group in todo
     ]
     context = ray.data.DataContext.get_current()
+    progress_bars = context.enable_progress_bars
     context.enable_progress_bars = False  # ours counts results, Ray's would count blocks
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    job = PipelineJob(config, device, use_hpip, dict(pipeline_options or {}), det_threshold, images)
-    results = _actor_pool(dataset, job, settings, max(1, settings.images_per_call // batch_size), rows=len(rows))
-    written = set()
-    from tqdm import tqdm
+    try:
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+        job = PipelineJob(config, device, use_hpip, dict(pipeline_options or {}), det_threshold, images)
+        results = _actor_pool(dataset, job, settings, max(1, settings.images_per_call // batch_size), rows=len(rows))
+        written = set()
+        from tqdm import tqdm
 
-    with tqdm(total=len(pending), unit="img", file=sys.stderr, disable=not progress) as bar:
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            for row in _rows(batch):
-                i = int(row["index"])
-                if i in written:
-                    continue  # a second copy (a retried task)
-                written.add(i)
-                if i not in pending:
-                    continue  # its files were there; it ran for its detector batch
-                item = planned[i]
-                if row["error"]:
-                    report.errors.append((item.source.name, str(row["error"])))
-                    if on_error is not None:
-                        on_error(str(row["error"]))
-                else:
-                    item.placeholder.saved_names()  # the warning, when SaveNames renamed it
-                    if images and len(row["image"]):
-                        _write(save_folder / item.image_name, bytes(row["image"]))
-                    _write(save_folder / item.json_name, str(row["json"]).encode("utf-8"))
-                    report.written += 1
-                bar.update()
+        with tqdm(total=len(pending), unit="img", file=sys.stderr, disable=not progress) as bar:
+            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+                for row in _rows(batch):
+                    i = int(row["index"])
+                    if i in written:
+                        continue  # a second copy (a retried task)
+                    written.add(i)
+                    if i not in pending:
+                        continue  # its files were there; it ran for its detector batch
+                    item = planned[i]
+                    if row["error"]:
+                        report.errors.append((item.source.name, str(row["error"])))
+                        if on_error is not None:
+                            on_error(str(row["error"]))
+                    else:
+                        item.placeholder.saved_names()  # the warning, when SaveNames renamed it
+                        if images and len(row["image"]):
+                            _write(save_folder / item.image_name, bytes(row["image"]))
+                        _write(save_folder / item.json_name, str(row["json"]).encode("utf-8"))
+                        report.written += 1
+                    bar.update()
+    finally:
+        context.enable_progress_bars = progress_bars
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _fields(source: Source) -> Dict[str, Any]:
     fields = dataclasses.asdict(source)
-    if source.kind not in ("file", "url", "invalid"):
-        raise ValueError(f"{source.name}: run_batch takes files, folders and URLs; use predict_dataset for arrays and bytes")
+    if source.kind == "file":
+        # Actors may run in another working folder (a cluster's workers); the
+        # result's input_path keeps the text as given, as the local CLI writes it.
+        fields["data"] = os.path.abspath(source.input_path)
     return fields
+
+
+def check_sources(sources: Iterable[Source]) -> None:
+    """InputError for the first source run_batch's actors cannot take."""
+    for source in sources:
+        if source.kind == "video":
+            raise InputError(source.name, "a video runs frame by frame in one process: run it without --ray")
+        if source.kind not in ("file", "url", "invalid"):
+            raise InputError(source.name, "run_batch takes files, folders and URLs; predict_dataset takes arrays and bytes")
 

@@ -6,6 +6,7 @@ replicas serve HTTP. RayBatchSettings: the actor pool of a batch job."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -118,4 +119,14 @@ def threads_for(cpus: Optional[float], pipeline_options: Dict[str, Any]) -> "tup
     reserved = cpus if cpus is not None else float(options.get("cpu_threads") or 1)
     if options.get("cpu_threads") is None:
         options["cpu_threads"] = max(1, int(reserved))
+    calibration = options.get("calibration")
+    if calibration is not None:
+        # A worker may run in another working folder: paths travel absolute.
+        many = isinstance(calibration, (list, tuple))
+        paths = [_absolute(c) for c in (calibration if many else [calibration])]
+        options["calibration"] = paths if many else paths[0]
     return reserved, options
+
+
+def _absolute(item: Any) -> Any:
+    return os.path.abspath(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else item
