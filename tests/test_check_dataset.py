@@ -121,3 +121,38 @@ def test_many_problems_are_all_listed(dataset, capsys):
 def test_not_a_dataset_folder(tmp_path, capsys):
     assert cli_main(["check-dataset", str(tmp_path)]) == 1
     assert f"error: {tmp_path}: no annotations/ folder" in capsys.readouterr().out
+
+
+def _set(entries: str, field: str, value):
+    def change(coco):
+        coco[entries][0][field] = value
+
+    return change
+
+
+# Ids that are JSON lists, objects, booleans, floats or strings: each an error
+# naming the entry, never a TypeError; True and 785.0 would otherwise pass as 1
+# and 785 in Python's comparisons.
+BAD_IDS = [[785], {"id": 785}, True, 785.0, "785"]
+ID_DAMAGES = [
+    *[(_set("annotations", "id", v), "annotations[0]", "missing or invalid id (an integer)") for v in BAD_IDS],
+    *[(_set("annotations", "image_id", v), f"annotation id {FIRST}", "missing or invalid image_id (an integer)") for v in BAD_IDS],
+    *[(_set("annotations", "category_id", v), f"annotation id {FIRST}", "missing or invalid category_id (an integer)") for v in BAD_IDS],
+    (lambda c: c["annotations"][0].pop("category_id"), f"annotation id {FIRST}", "missing or invalid category_id (an integer), got category_id None"),
+    *[(_set("images", "id", v), "images[0]", "missing or invalid id") for v in BAD_IDS],
+    *[(_set("categories", "id", v), "categories[0]", "expected an object with an integer id") for v in BAD_IDS],
+    (lambda c: c["categories"].append([1]), "categories[1]", "expected an object with an integer id"),
+]
+
+
+@pytest.mark.parametrize("command", ["check-dataset", "eval"])
+@pytest.mark.parametrize("change, where, fragment", ID_DAMAGES, ids=[f"{i}-{d[2][:30]}" for i, d in enumerate(ID_DAMAGES)])
+def test_ids_of_the_wrong_type_are_reported_not_crashed_on(dataset, capsys, command, change, where, fragment):
+    _edit(dataset, change)
+    argv = ["check-dataset", str(dataset)] if command == "check-dataset" else ["eval", "--dataset", str(dataset), "-q"]
+    assert cli_main(argv) == 1
+    captured = capsys.readouterr()
+    # check-dataset lists every problem on stdout; eval refuses the dataset on stderr, naming its first errors.
+    text = captured.out if command == "check-dataset" else captured.err
+    assert f"error: {dataset / ANNOTATIONS}: {where}: {fragment}" in text, text
+    assert "Traceback" not in captured.err

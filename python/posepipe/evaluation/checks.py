@@ -6,7 +6,8 @@ Errors make the dataset unusable (the evaluation refuses it): a missing or
 undecodable image, an image whose decoded size is not the annotated one, bad
 JSON, missing fields the COCO evaluator reads (`area`, `iscrowd`,
 `num_keypoints`), zero-area boxes, a keypoint count other than COCO's 17,
-visibility flags other than 0/1/2, ids that are duplicated or point nowhere.
+visibility flags other than 0/1/2, ids that are not integers, are duplicated
+or point nowhere.
 Warnings are suspicious but evaluable: labelled keypoints or boxes outside
 the image, a `num_keypoints` that disagrees with the flags, joint names other
 than COCO's, the same file listed twice."""
@@ -152,7 +153,13 @@ class _Checker:
     # --- categories ----------------------------------------------------------
 
     def person_category(self, categories: List[Any]) -> Tuple[Optional[int], Tuple[str, ...]]:
-        valid = [c for c in categories if isinstance(c, dict) and _is_int(c.get("id"))]
+        valid = []
+        for index, c in enumerate(categories):
+            if isinstance(c, dict) and _is_int(c.get("id")):
+                valid.append(c)
+            else:
+                where = _where("category", "categories", c, index)
+                self.problem(ERROR, where, f"expected an object with an integer id, got {c!r:.60}")
         ids = [c["id"] for c in valid]
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
             self.problem(ERROR, f"category id {dup}", "duplicate category id")
@@ -185,7 +192,7 @@ class _Checker:
     def images(self, entries: List[Any], decode: bool, limits: InputLimits) -> List[ImageEntry]:
         seen_ids, seen_files, found = set(), set(), []
         for index, img in enumerate(entries):
-            where = f"image id {img.get('id')}" if isinstance(img, dict) and "id" in img else f"images[{index}]"
+            where = _where("image", "images", img, index)
             if not isinstance(img, dict):
                 self.problem(ERROR, where, f"expected an object, got {img!r:.60}")
                 continue
@@ -225,19 +232,27 @@ class _Checker:
     def annotations(self, entries: List[Any], category: int, num_joints: int, images: Dict[int, ImageEntry]) -> None:
         seen = set()
         for index, ann in enumerate(entries):
-            where = f"annotation id {ann.get('id')}" if isinstance(ann, dict) and "id" in ann else f"annotations[{index}]"
+            where = _where("annotation", "annotations", ann, index)
             if not isinstance(ann, dict):
                 self.problem(ERROR, where, f"expected an object, got {ann!r:.60}")
                 continue
             if not _is_int(ann.get("id")):
-                self.problem(ERROR, where, "missing or invalid id (an integer)")
+                self.problem(ERROR, where, f"missing or invalid id (an integer), got {ann.get('id')!r:.60}")
             elif ann["id"] in seen:
                 self.problem(ERROR, where, "duplicate annotation id")
-            seen.add(ann.get("id"))
-            if ann.get("image_id") not in images:
-                self.problem(ERROR, where, f"image_id {ann.get('image_id')!r} is not in the images list")
+            else:
+                seen.add(ann["id"])
+            # Integers only: True, 785.0 or "785" would hash or compare equal to
+            # an id in one place (Python, the evaluator) and not in another (JSON).
+            bad = [k for k in ("image_id", "category_id") if not _is_int(ann.get(k))]
+            if bad:
+                got = ", ".join(f"{k} {ann.get(k)!r:.60}" for k in bad)
+                self.problem(ERROR, where, f"missing or invalid {' and '.join(bad)} (an integer), got {got}")
                 continue
-            if ann.get("category_id") != category:
+            if ann["image_id"] not in images:
+                self.problem(ERROR, where, f"image_id {ann['image_id']!r} is not in the images list")
+                continue
+            if ann["category_id"] != category:
                 continue  # other categories are not evaluated
             self.person(ann, where, num_joints, images[ann["image_id"]])
 
@@ -315,6 +330,13 @@ def _header_size(path: Path) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return None, f"not a readable image ({e})"
     return ((h, w) if orientation in _TRANSPOSED else (w, h)), None
+
+
+def _where(kind: str, entries: str, entry: Any, index: int) -> str:
+    """"image id 785", or "images[3]" for an entry without an integer id."""
+    if isinstance(entry, dict) and _is_int(entry.get("id")):
+        return f"{kind} id {entry['id']}"
+    return f"{entries}[{index}]"
 
 
 def _is_int(value: Any) -> bool:
