@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image
-
-from ..errors import DatasetError
+from .. import probe
+from ..errors import DatasetError, InputError
 from ..io import InputFailure, InputLimits, iter_frames
 from .dataset import COCO_KEYPOINTS, DatasetFiles, ImageEntry, KeypointDataset, PathLike, locate
 
 ERROR, WARNING = "error", "warning"
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
 
 
@@ -211,7 +208,7 @@ class _Checker:
             seen_files.add(img["file_name"])
             found.append(ImageEntry(img["id"], img["file_name"], self.files.images / img["file_name"], img["width"], img["height"]))
         self.report.images = len(found)
-        read = (lambda e: _decoded_size(e.path, limits)) if decode else (lambda e: _header_size(e.path))
+        read = (lambda e: _decoded_size(e.path, limits)) if decode else (lambda e: _header_size(e.path, limits))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             sizes = list(pool.map(read, found))
         for entry, (size, error) in zip(found, sizes):
@@ -319,17 +316,21 @@ def _decoded_size(path: Path, limits: InputLimits) -> Tuple[Optional[Tuple[int, 
     return (w, h), None
 
 
-def _header_size(path: Path) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
-    """(w, h) after EXIF orientation, from the header alone."""
+def _header_size(path: Path, limits: InputLimits) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
+    """(w, h) as the pipeline would decode the file (EXIF orientation applied),
+    from the header alone, by the pipeline's own bounded header reader: a file
+    it would refuse is refused here too."""
     if not path.is_file():
         return None, "image file not found"
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return None, f"not a readable image ({e})"
-    return ((h, w) if orientation in _TRANSPOSED else (w, h)), None
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header = probe.read_header(f, size, str(path), limits.max_pixels)
+            return probe.oriented_size(f, size, header), None
+    except InputError as e:
+        return None, e.problem
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}"
 
 
 def _where(kind: str, entries: str, entry: Any, index: int) -> str:
