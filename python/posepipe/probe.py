@@ -171,7 +171,7 @@ def _jpeg(r: _Reader, name: str, page: int) -> Header:
             size = struct.unpack(">HH", head[5:9])[::-1]
         length = struct.unpack(">H", head[2:4])[0]
         if marker == 0xE1 and exif is None and r.at(i + 4, 6) == b"Exif\x00\x00":
-            exif = (i + 10, length - 8)
+            exif = (i + 10, max(length - 8, 0))
         i += 2 + length
     if size is None:
         raise _corrupt(name, "JPEG", "no frame header (SOF) before the image data")
