@@ -13,7 +13,9 @@ import cv2
 import pytest
 
 from posepipe.cli import main as cli_main
+from posepipe.errors import DatasetError
 from posepipe.evaluation import check_dataset
+from posepipe.evaluation.checks import load_dataset
 
 ANNOTATIONS = "annotations/person_keypoints_val.json"
 
@@ -121,3 +123,100 @@ def test_many_problems_are_all_listed(dataset, capsys):
 def test_not_a_dataset_folder(tmp_path, capsys):
     assert cli_main(["check-dataset", str(tmp_path)]) == 1
     assert f"error: {tmp_path}: no annotations/ folder" in capsys.readouterr().out
+
+
+def _set(entries: str, field: str, value):
+    def change(coco):
+        coco[entries][0][field] = value
+
+    return change
+
+
+# Ids that are JSON lists, objects, booleans, floats or strings: each an error
+# naming the entry, never a TypeError; True and 785.0 would otherwise pass as 1
+# and 785 in Python's comparisons.
+BAD_IDS = [[785], {"id": 785}, True, 785.0, "785"]
+ID_DAMAGES = [
+    *[(_set("annotations", "id", v), "annotations[0]", "missing or invalid id (an integer)") for v in BAD_IDS],
+    *[(_set("annotations", "image_id", v), f"annotation id {FIRST}", "missing or invalid image_id (an integer)") for v in BAD_IDS],
+    *[(_set("annotations", "category_id", v), f"annotation id {FIRST}", "missing or invalid category_id (an integer)") for v in BAD_IDS],
+    (lambda c: c["annotations"][0].pop("category_id"), f"annotation id {FIRST}", "missing or invalid category_id (an integer), got category_id None"),
+    *[(_set("images", "id", v), "images[0]", "missing or invalid id") for v in BAD_IDS],
+    *[(_set("categories", "id", v), "categories[0]", "expected an object with an integer id") for v in BAD_IDS],
+    (lambda c: c["categories"].append([1]), "categories[1]", "expected an object with an integer id"),
+]
+
+
+@pytest.mark.parametrize("command", ["check-dataset", "eval"])
+@pytest.mark.parametrize("change, where, fragment", ID_DAMAGES, ids=[f"{i}-{d[2][:30]}" for i, d in enumerate(ID_DAMAGES)])
+def test_ids_of_the_wrong_type_are_reported_not_crashed_on(dataset, capsys, command, change, where, fragment):
+    _edit(dataset, change)
+    argv = ["check-dataset", str(dataset)] if command == "check-dataset" else ["eval", "--dataset", str(dataset), "-q"]
+    assert cli_main(argv) == 1
+    captured = capsys.readouterr()
+    # check-dataset lists every problem on stdout; eval refuses the dataset on stderr, naming its first errors.
+    text = captured.out if command == "check-dataset" else captured.err
+    assert f"error: {dataset / ANNOTATIONS}: {where}: {fragment}" in text, text
+    assert "Traceback" not in captured.err
+
+
+IMAGE_785 = "images/000000000785.jpg"  # 640x425
+
+
+def _as_gif(path: Path) -> None:
+    from PIL import Image
+
+    Image.open(path).save(path, "GIF")  # the .jpg name kept: formats are told by their bytes
+
+
+def _with_comment_segments(path: Path) -> None:
+    """A valid JPEG with 2000 comment segments before its frame header: Pillow
+    walks them all, posepipe's reader stops at MAX_JPEG_SEGMENTS."""
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xfe\x00\x04ab" * 2000 + data[2:])
+
+
+def _header_cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])  # ends before the frame header
+
+
+HEADER_DAMAGES = [
+    (_as_gif, "GIF images are not supported"),
+    (_with_comment_segments, "more than 1024 marker segments"),
+    (_header_cut, "no frame header (SOF)"),
+]
+
+
+@pytest.mark.parametrize("damage, fragment", HEADER_DAMAGES, ids=[d[1][:30] for d in HEADER_DAMAGES])
+def test_headers_are_judged_as_the_pipeline_reads_them(dataset, damage, fragment):
+    """eval checks headers only; a file the pipeline refuses is refused there
+    too (with the same sentence as check-dataset's full decode), before any
+    model loads, instead of being dropped during the run."""
+    image = dataset / IMAGE_785
+    damage(image)
+    header_only, decoded = check_dataset(dataset, decode=False), check_dataset(dataset)
+    assert [(p.file, p.where, p.message) for p in header_only.errors] == [(p.file, p.where, p.message) for p in decoded.errors]
+    [problem] = header_only.errors
+    assert (problem.file, problem.where) == (str(image), "image id 785") and fragment in problem.message
+    with pytest.raises(DatasetError) as refused:
+        load_dataset(dataset)
+    assert f"{image}: image id 785: " in str(refused.value) and fragment in str(refused.value)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_header_sizes_follow_exif_orientation_as_the_decoder_does(dataset, fmt, orientation):
+    """OpenCV turns JPEG and PNG by their EXIF orientation, not WebP; Pillow
+    turns TIFF pages by their Orientation tag. The header-only check must
+    agree with the decode, or eval would accept images the run then finds
+    the wrong size."""
+    from PIL import Image
+
+    image = dataset / IMAGE_785
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.open(image).save(image, fmt, exif=exif.tobytes())
+    header_only, decoded = check_dataset(dataset, decode=False), check_dataset(dataset)
+    assert [(p.where, p.message) for p in header_only.errors] == [(p.where, p.message) for p in decoded.errors]
+    turned = orientation in (6, 8) and fmt != "WEBP"
+    assert header_only.usable is not turned  # turned: 425x640 against the annotated 640x425

@@ -125,7 +125,7 @@ def test_defaults_leave_the_config_alone(fake, photos, tmp_path, capsys):
     path.write_text(custom.to_yaml())
     assert cli.main(["--pipeline", str(path), "--input", str(photos / "hrnet_demo.jpg"), "--det_threshold", "None", "-q"]) == 0
     [call] = fake.calls
-    assert call == {"config": custom.to_dict(), "device": None, "use_hpip": False}
+    assert call == {"config": custom.to_dict(), "device": None, "use_hpip": None}  # not given: the YAML decides
     assert fake.pipeline.thresholds == [None]
 
 

@@ -306,3 +306,35 @@ def test_unusable_dataset_is_refused_before_the_pipeline_is_built(coco_mini, tmp
     (root / "images/000000000785.jpg").unlink()
     with pytest.raises(DatasetError, match=r"cannot be evaluated: error: .*000000000785.jpg: image id 785: image file not found"):
         evaluate(lambda: pytest.fail("the pipeline was built for an unusable dataset"), root)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_eval_stderr_is_posepipe_lines_each_once(coco_mini, tmp_path, quiet):
+    """Run as a user runs it (a fresh process, where Paddle's import puts an
+    INFO handler on the root logger): posepipe's own lines only, each once;
+    -q leaves only the error. A truncated image gives eval its one warning."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    root = _copy(coco_mini, tmp_path / "cut", ["person_keypoints_val.json"])
+    victim = root / "images/000000040083.jpg"
+    data = victim.read_bytes()[:20_000]
+    victim.unlink()
+    victim.write_bytes(data)
+    argv = ["eval", "--pipeline", "examples/shared_real_models.yaml", "--dataset", str(root), "--device", "cpu",
+            "--cpu_threads", "1", "--modes", "keypoints_gt_boxes", *(["-q"] if quiet else [])]
+    proc = subprocess.run([sys.executable, "-m", "posepipe", *argv], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "left out (unreadable)" in proc.stdout
+    lines = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    messages = [ln for ln in lines if ln.startswith("posepipe: ")]
+    failure = "posepipe: error: eval: 1 image(s) could not be read and were left out (listed above)"
+    if quiet:
+        assert lines == [failure], proc.stderr
+        return
+    assert len(messages) == len(set(messages)), proc.stderr
+    assert [m for m in messages if "warning" in m and "000000040083.jpg" in m] != [], proc.stderr
+    assert messages[-1] == failure
+    others = [ln for ln in lines if not ln.startswith("posepipe: ")]
+    assert all("img/s" in ln or "img]" in ln or "%|" in ln for ln in others), others  # the progress bar only

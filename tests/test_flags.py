@@ -9,6 +9,7 @@ from typing import Optional
 
 import pytest
 
+from posepipe.cli_support import PipelineChoice
 from posepipe.flags import add_flags, from_args, given, setting
 from posepipe.options import PipelineOptions
 from posepipe.serving.cli import build_parser as serve_parser
@@ -98,3 +99,38 @@ def test_a_negatable_tri_state_also_gets_a_no_flag():
     add_flags(plain, Example)
     with pytest.raises(SystemExit):
         plain.parse_args(["--no_mode"])  # only where asked for
+
+
+def _pipeline_parsers():
+    from posepipe.cli import _build_parser
+    from posepipe.evaluation.cli import _eval_parser
+
+    return {
+        "posepipe": (_build_parser(), []),
+        "posepipe serve": (serve_parser(), []),
+        "posepipe eval": (_eval_parser("posepipe eval"), ["--dataset", "d"]),
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], PipelineChoice()),
+        (["--use_hpip"], PipelineChoice(use_hpip=True)),
+        (["--use_hpip", "false"], PipelineChoice(use_hpip=False)),
+        (["--use_hpip", "true", "--device", "cpu", "--pipeline", "my.yaml"], PipelineChoice("my.yaml", "cpu", True)),
+    ],
+)
+def test_the_pipeline_flags_mean_the_same_in_every_command(argv, expected):
+    """--pipeline, --device, --use_hpip: one declaration, the same parse in each
+    CLI; --use_hpip absent stays None, so the pipeline YAML's use_hpip decides."""
+    for name, (parser, required) in _pipeline_parsers().items():
+        assert from_args(PipelineChoice, parser.parse_args([*required, *argv])) == expected, name
+
+
+def test_the_pipeline_flags_have_one_help_text():
+    helps = {}
+    for name, (parser, _) in _pipeline_parsers().items():
+        helps[name] = {a.dest: a.help for a in parser._actions if a.dest in ("pipeline", "device", "use_hpip")}
+    assert len(helps["posepipe"]) == 3
+    assert helps["posepipe"] == helps["posepipe serve"] == helps["posepipe eval"]

@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import logging
 import mimetypes
 import sys
 from pathlib import Path
-from typing import Iterator, List, NoReturn, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
 from . import __version__, create_pipeline
+from .cli_support import PROG, Parser, PipelineChoice, UsageError, cli_logging, fail
 from .config import PIPELINE_NAME, PipelineConfig, check_threshold, load_config
 from .errors import ConfigError, DeviceError, InputError, PosepipeError
 from .flags import add_flags, from_args, given, parse_bool
@@ -35,18 +35,6 @@ from .smoothing import OneEuroSettings
 from .stages import run_stages
 from .streaming import StreamOptions, frames_total, stream_arguments
 from .writers import ResultSaver
-
-PROG = "posepipe"
-
-
-class _UsageError(Exception):
-    """Bad command-line arguments (exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line instead of argparse's usage block.
-        raise _UsageError(message)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -70,18 +58,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _predict(args)
     except SystemExit as e:  # --help, --version
         return int(e.code or 0)
-    except _UsageError as e:
-        return _fail(str(e), 2)
+    except UsageError as e:
+        return fail(str(e), 2)
     except PosepipeError as e:
-        return _fail(str(e), 1)
+        return fail(str(e), 1)
     except OSError as e:  # e.g. --save_path not writable
-        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
+        return fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", 1)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return fail("interrupted", 130)
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Fast human keypoint detection, a drop-in for PaddleX's human_keypoint_detection pipeline.",
         epilog="`posepipe serve --help` for the HTTP server; `posepipe eval --help` and `posepipe check-dataset --help` "
@@ -89,11 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     pdx = parser.add_argument_group("PaddleX options")
-    pdx.add_argument(
-        "--pipeline",
-        default=PIPELINE_NAME,
-        help=f"pipeline name ({PIPELINE_NAME}, the default) or a PaddleX pipeline YAML file",
-    )
+    add_flags(pdx, PipelineChoice)
     pdx.add_argument(
         "--input",
         nargs="+",
@@ -105,8 +89,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "--det_threshold", type=_threshold, help="person detection score threshold, 0..1 (default: the model's)"
     )
     pdx.add_argument("--save_path", help="folder to save {name}_res.json and {name}_res.<ext> into")
-    pdx.add_argument("--device", help="cpu, gpu, gpu:N, ... (default: gpu:0 if available, else cpu)")
-    pdx.add_argument("--use_hpip", action="store_true", help="use the high-performance inference backends")
     pdx.add_argument(
         "--get_pipeline_config",
         metavar="NAME",
@@ -144,7 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _predict(args: argparse.Namespace) -> int:
     if not args.input:
-        raise _UsageError("--input is required: an image file, a folder, an http(s) URL, a video, a camera index or a stream")
+        raise UsageError("--input is required: an image file, a folder, an http(s) URL, a video, a camera index or a stream")
     # Every argument is checked before anything loads or is created.
     try:
         threshold = check_threshold(args.det_threshold, "--det_threshold")
@@ -155,22 +137,23 @@ def _predict(args: argparse.Namespace) -> int:
         cluster = from_args(RayCluster, args)
         ray_settings = from_args(RayBatchSettings, args)
     except ConfigError as e:
-        raise _UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
     ray_flags = sorted(given(RayBatchSettings, args)) + (["ray_address"] if cluster.ray_address else [])
     if ray_flags and not cluster.ray:
-        raise _UsageError(f"--{ray_flags[0]} needs --ray")
+        raise UsageError(f"--{ray_flags[0]} needs --ray")
     if cluster.ray and args.save_path is None:
-        raise _UsageError("--ray needs --save_path: the results are saved there, not printed")
+        raise UsageError("--ray needs --save_path: the results are saved there, not printed")
     save_path = _save_folder(args.save_path)
     if cluster.ray:
         if video_args:
-            raise _UsageError(f"--{sorted(video_args)[0]} is for videos, which run without --ray")
+            raise UsageError(f"--{sorted(video_args)[0]} is for videos, which run without --ray")
         return _predict_on_ray(args, config, options, threshold, cluster, ray_settings)
-    with _logging(args.quiet):
+    with cli_logging(args.quiet):
         try:
-            pipeline = create_pipeline(config=config.to_dict(), device=args.device, use_hpip=args.use_hpip, **options)
+            choice = from_args(PipelineChoice, args)
+            pipeline = create_pipeline(config=config.to_dict(), device=choice.device, use_hpip=choice.use_hpip, **options)
         except DeviceError as e:
-            raise _UsageError(str(e)) from None
+            raise UsageError(str(e)) from None
         if save_path is not None:
             save_path.mkdir(parents=True, exist_ok=True)
         # Expanded here to know the count for the progress bar; the pipeline takes the sources as they are.
@@ -210,7 +193,7 @@ def _predict(args: argparse.Namespace) -> int:
         return 0
     if len(sources) == 1:
         return 1  # its line is printed
-    return _fail(f"{failed} of {len(sources)} inputs failed", 1)
+    return fail(f"{failed} of {len(sources)} inputs failed", 1)
 
 
 def _predict_on_ray(
@@ -227,15 +210,16 @@ def _predict_on_ray(
     try:
         require_ray()
     except RayMissing as e:
-        return _fail(str(e), 1)
+        return fail(str(e), 1)
     from .ray.batch import check_sources
     from .ray.cli import batch_main
 
     try:
         check_sources(iter_sources(args.input))
     except InputError as e:
-        raise _UsageError(str(e)) from None
-    with _logging(args.quiet):
+        raise UsageError(str(e)) from None
+    choice = from_args(PipelineChoice, args)
+    with cli_logging(args.quiet):
         failed, total = batch_main(
             config.to_dict(),
             args.input,
@@ -243,8 +227,8 @@ def _predict_on_ray(
             cluster,
             settings,
             det_threshold=threshold,
-            device=args.device,
-            use_hpip=args.use_hpip,
+            device=choice.device,
+            use_hpip=choice.use_hpip,
             pipeline_options=options,
             images=not args.no_img,
             quiet=args.quiet,
@@ -254,7 +238,7 @@ def _predict_on_ray(
         return 0
     if total == 1:
         return 1
-    return _fail(f"{failed} of {total} inputs failed", 1)
+    return fail(f"{failed} of {total} inputs failed", 1)
 
 
 def _save_folder(text: Optional[str]) -> Optional[Path]:
@@ -269,40 +253,16 @@ def _save_folder(text: Optional[str]) -> Optional[Path]:
         problem = "looks like a file name"
     else:
         return path
-    raise _UsageError(
+    raise UsageError(
         f"--save_path {text!r} {problem}; give a folder: results are saved in it as {{name}}_res.json and {{name}}_res.<ext>"
     )
-
-
-@contextlib.contextmanager
-def _logging(quiet: bool) -> Iterator[None]:
-    """posepipe's log lines and the libraries' Python warnings as one
-    `posepipe: warning: ...` line each on stderr; errors only with -q. Not
-    passed on to the root logger, where Paddle installs its own INFO handler.
-    Failed inputs are left out: the CLI prints each once itself."""
-    handler = _TqdmHandler()
-    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
-    handler.addFilter(lambda record: not getattr(record, "input_failure", False))
-    loggers = [logging.getLogger("posepipe"), logging.getLogger("py.warnings")]
-    propagate = [logger.propagate for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.propagate = False
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        for logger, before in zip(loggers, propagate):
-            logger.removeHandler(handler)
-            logger.propagate = before
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
     """The pipeline config with the command line's overrides applied. A model
     directory given on the command line brings its own model name (from its
     inference.yml), so the config's name for another model is not kept."""
-    config = load_config(args.pipeline, None)
+    config = load_config(from_args(PipelineChoice, args).pipeline, None)
     det, kpt = config.detector, config.keypoints
     if args.det_model_dir is not None:
         det.model_dir = args.det_model_dir
@@ -335,7 +295,7 @@ def _get_pipeline_config(name: str, save_path: Optional[str]) -> int:
         target = target / f"{name}.yaml"
     if target.exists():
         # PaddleX asks before overwriting; a command line cannot, so it refuses.
-        raise _UsageError(f"{target} already exists: remove it or give another --save_path")
+        raise UsageError(f"{target} already exists: remove it or give another --save_path")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     print(f"The pipeline config has been saved to: {target}", file=sys.stderr)
@@ -347,23 +307,9 @@ def _serve(argv: List[str]) -> int:
         serving_cli = importlib.import_module("posepipe.serving.cli")
     except ModuleNotFoundError as e:
         if e.name in ("posepipe.serving", "posepipe.serving.cli"):
-            return _fail("the HTTP server is not part of this installation (posepipe.serving.cli is missing)", 1)
-        return _fail(f"`{PROG} serve` needs the serve extra: pip install 'posepipe[serve]' (missing module {e.name!r})", 1)
+            return fail("the HTTP server is not part of this installation (posepipe.serving.cli is missing)", 1)
+        return fail(f"`{PROG} serve` needs the serve extra: pip install 'posepipe[serve]' (missing module {e.name!r})", 1)
     return int(serving_cli.main(argv) or 0)
-
-
-class _TqdmHandler(logging.Handler):
-    """posepipe's log lines on stderr, without breaking the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # A captured warning's text is "file:line: Category: message" and the source line below it.
-        message = record.getMessage().strip().splitlines()[0]
-        tqdm.write(f"{PROG}: {record.levelname.lower()}: {message}", file=sys.stderr)
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
 
 
 def _threshold(text: str) -> Optional[float]:

@@ -50,6 +50,9 @@ class Header:
     width: int
     height: int
     ifd_offset: int = 0  # TIFF: where the page's directory starts
+    # JPEG's APP1, PNG's eXIf: (offset, length) of the EXIF block, read only by oriented_size.
+    exif: Optional[Tuple[int, int]] = None
+    orientation: int = 1  # TIFF: the page's Orientation tag
 
 
 def read_header(f: BinaryIO, size: int, name: str, max_pixels: Optional[int], page: int = 0) -> Header:
@@ -80,6 +83,40 @@ def read_header(f: BinaryIO, size: int, name: str, max_pixels: Optional[int], pa
     return header
 
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def oriented_size(f: BinaryIO, size: int, header: Header) -> Tuple[int, int]:
+    """(width, height) of the image as the pipeline decodes it: OpenCV turns
+    JPEG and PNG by their EXIF orientation, Pillow TIFF pages by their
+    Orientation tag, WebP stays as stored; orientations 5-8 swap the sides."""
+    orientation = header.orientation if header.format == "TIFF" else _exif_orientation(_Reader(f, size), header)
+    if orientation in (5, 6, 7, 8):
+        return header.height, header.width
+    return header.width, header.height
+
+
+def _exif_orientation(r: _Reader, header: Header) -> int:
+    """The EXIF Orientation tag (1-8) of IFD0, 1 when absent or unreadable."""
+    if header.exif is None or header.format not in ("JPEG", "PNG"):
+        return 1
+    start, length = header.exif
+    block = r.at(start, min(length, 1 << 16))  # JPEG's APP1 holds at most 64 KB
+    if len(block) < 8 or block[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    endian = "<" if block[:2] == b"II" else ">"
+    ifd = struct.unpack(endian + "I", block[4:8])[0]
+    if ifd + 2 > len(block):
+        return 1
+    count = min(struct.unpack(endian + "H", block[ifd : ifd + 2])[0], MAX_TIFF_TAGS)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(block) - 11), 12):
+        tag, kind = struct.unpack(endian + "HH", block[entry : entry + 4])
+        if tag == _ORIENTATION and kind == 3:  # SHORT
+            value = struct.unpack(endian + "H", block[entry + 8 : entry + 10])[0]
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
 class _Reader:
     """Random access to the first `size` bytes of a binary file."""
 
@@ -106,7 +143,7 @@ _FILL = re.compile(rb"\xff+")
 
 def _jpeg(r: _Reader, name: str, page: int) -> Header:
     """Walks the marker segments by their lengths up to the first scan."""
-    i, segments, size = 2, 0, None
+    i, segments, size, exif = 2, 0, None, None
     while True:
         block = r.at(i, 4096)
         if len(block) < 2:
@@ -132,10 +169,13 @@ def _jpeg(r: _Reader, name: str, page: int) -> Header:
             break
         if marker in _SOF and size is None and len(head) >= 9:
             size = struct.unpack(">HH", head[5:9])[::-1]
-        i += 2 + struct.unpack(">H", head[2:4])[0]
+        length = struct.unpack(">H", head[2:4])[0]
+        if marker == 0xE1 and exif is None and r.at(i + 4, 6) == b"Exif\x00\x00":
+            exif = (i + 10, max(length - 8, 0))
+        i += 2 + length
     if size is None:
         raise _corrupt(name, "JPEG", "no frame header (SOF) before the image data")
-    return Header("JPEG", size[0], size[1])
+    return Header("JPEG", size[0], size[1], exif=exif)
 
 
 def check_jpeg_body(data: bytes, name: str) -> None:
@@ -181,11 +221,13 @@ def _png(r: _Reader, name: str, page: int) -> Header:
         raise InputError(name, "not an image posepipe can read (unknown format, or a corrupt header)")
     width, height = struct.unpack(">II", head[8:16])
     # The chunks are only counted (OpenCV's libpng checks their CRCs).
-    offset, other, data = 8, 0, 0
+    offset, other, data, exif = 8, 0, 0, None
     while True:
         length_kind = r.at(offset, 8)
         if len(length_kind) < 8 or length_kind[4:8] == b"IEND":
             break
+        if length_kind[4:8] == b"eXIf" and exif is None:
+            exif = (offset + 8, struct.unpack(">I", length_kind[:4])[0])
         if length_kind[4:8] == b"IDAT":
             data += 1
             if data > MAX_PNG_DATA_CHUNKS:
@@ -195,7 +237,7 @@ def _png(r: _Reader, name: str, page: int) -> Header:
             if other > MAX_PNG_CHUNKS:
                 raise _corrupt(name, "PNG", f"more than {MAX_PNG_CHUNKS} chunks besides the image data")
         offset += 12 + struct.unpack(">I", length_kind[:4])[0]
-    return Header("PNG", width, height)
+    return Header("PNG", width, height, exif=exif)
 
 
 # --- TIFF --------------------------------------------------------------------
@@ -283,7 +325,9 @@ def _tiff(r: _Reader, name: str, page: int) -> Header:
         raise _corrupt(name, "TIFF", f"{where}: its directory lies outside the file")
     tags, blocks = _tiff_tags(r, layout, offset, ifd[0], name, where)
     _check_blocks(tags, blocks, name, where)
-    return Header("TIFF", tags.get(_WIDTH, 0), tags.get(_HEIGHT, 0), ifd_offset=offset)
+    return Header(
+        "TIFF", tags.get(_WIDTH, 0), tags.get(_HEIGHT, 0), ifd_offset=offset, orientation=tags.get(_ORIENTATION, 1)
+    )
 
 
 def tiff_page_first(data: bytes, header: Header) -> bytes:

@@ -6,7 +6,8 @@ Errors make the dataset unusable (the evaluation refuses it): a missing or
 undecodable image, an image whose decoded size is not the annotated one, bad
 JSON, missing fields the COCO evaluator reads (`area`, `iscrowd`,
 `num_keypoints`), zero-area boxes, a keypoint count other than COCO's 17,
-visibility flags other than 0/1/2, ids that are duplicated or point nowhere.
+visibility flags other than 0/1/2, ids that are not integers, are duplicated
+or point nowhere.
 Warnings are suspicious but evaluable: labelled keypoints or boxes outside
 the image, a `num_keypoints` that disagrees with the flags, joint names other
 than COCO's, the same file listed twice."""
@@ -20,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image
-
-from ..errors import DatasetError
+from .. import probe
+from ..errors import DatasetError, InputError
 from ..io import InputFailure, InputLimits, iter_frames
 from .dataset import COCO_KEYPOINTS, DatasetFiles, ImageEntry, KeypointDataset, PathLike, locate
 
 ERROR, WARNING = "error", "warning"
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _VISIBILITY = (0, 1, 2)  # COCO: not labelled, labelled but hidden, visible
 
 
@@ -152,7 +150,13 @@ class _Checker:
     # --- categories ----------------------------------------------------------
 
     def person_category(self, categories: List[Any]) -> Tuple[Optional[int], Tuple[str, ...]]:
-        valid = [c for c in categories if isinstance(c, dict) and _is_int(c.get("id"))]
+        valid = []
+        for index, c in enumerate(categories):
+            if isinstance(c, dict) and _is_int(c.get("id")):
+                valid.append(c)
+            else:
+                where = _where("category", "categories", c, index)
+                self.problem(ERROR, where, f"expected an object with an integer id, got {c!r:.60}")
         ids = [c["id"] for c in valid]
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
             self.problem(ERROR, f"category id {dup}", "duplicate category id")
@@ -185,7 +189,7 @@ class _Checker:
     def images(self, entries: List[Any], decode: bool, limits: InputLimits) -> List[ImageEntry]:
         seen_ids, seen_files, found = set(), set(), []
         for index, img in enumerate(entries):
-            where = f"image id {img.get('id')}" if isinstance(img, dict) and "id" in img else f"images[{index}]"
+            where = _where("image", "images", img, index)
             if not isinstance(img, dict):
                 self.problem(ERROR, where, f"expected an object, got {img!r:.60}")
                 continue
@@ -204,7 +208,7 @@ class _Checker:
             seen_files.add(img["file_name"])
             found.append(ImageEntry(img["id"], img["file_name"], self.files.images / img["file_name"], img["width"], img["height"]))
         self.report.images = len(found)
-        read = (lambda e: _decoded_size(e.path, limits)) if decode else (lambda e: _header_size(e.path))
+        read = (lambda e: _decoded_size(e.path, limits)) if decode else (lambda e: _header_size(e.path, limits))
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             sizes = list(pool.map(read, found))
         for entry, (size, error) in zip(found, sizes):
@@ -225,19 +229,27 @@ class _Checker:
     def annotations(self, entries: List[Any], category: int, num_joints: int, images: Dict[int, ImageEntry]) -> None:
         seen = set()
         for index, ann in enumerate(entries):
-            where = f"annotation id {ann.get('id')}" if isinstance(ann, dict) and "id" in ann else f"annotations[{index}]"
+            where = _where("annotation", "annotations", ann, index)
             if not isinstance(ann, dict):
                 self.problem(ERROR, where, f"expected an object, got {ann!r:.60}")
                 continue
             if not _is_int(ann.get("id")):
-                self.problem(ERROR, where, "missing or invalid id (an integer)")
+                self.problem(ERROR, where, f"missing or invalid id (an integer), got {ann.get('id')!r:.60}")
             elif ann["id"] in seen:
                 self.problem(ERROR, where, "duplicate annotation id")
-            seen.add(ann.get("id"))
-            if ann.get("image_id") not in images:
-                self.problem(ERROR, where, f"image_id {ann.get('image_id')!r} is not in the images list")
+            else:
+                seen.add(ann["id"])
+            # Integers only: True, 785.0 or "785" would hash or compare equal to
+            # an id in one place (Python, the evaluator) and not in another (JSON).
+            bad = [k for k in ("image_id", "category_id") if not _is_int(ann.get(k))]
+            if bad:
+                got = ", ".join(f"{k} {ann.get(k)!r:.60}" for k in bad)
+                self.problem(ERROR, where, f"missing or invalid {' and '.join(bad)} (an integer), got {got}")
                 continue
-            if ann.get("category_id") != category:
+            if ann["image_id"] not in images:
+                self.problem(ERROR, where, f"image_id {ann['image_id']!r} is not in the images list")
+                continue
+            if ann["category_id"] != category:
                 continue  # other categories are not evaluated
             self.person(ann, where, num_joints, images[ann["image_id"]])
 
@@ -304,17 +316,28 @@ def _decoded_size(path: Path, limits: InputLimits) -> Tuple[Optional[Tuple[int, 
     return (w, h), None
 
 
-def _header_size(path: Path) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
-    """(w, h) after EXIF orientation, from the header alone."""
+def _header_size(path: Path, limits: InputLimits) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
+    """(w, h) as the pipeline would decode the file (EXIF orientation applied),
+    from the header alone, by the pipeline's own bounded header reader: a file
+    it would refuse is refused here too."""
     if not path.is_file():
         return None, "image file not found"
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return None, f"not a readable image ({e})"
-    return ((h, w) if orientation in _TRANSPOSED else (w, h)), None
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header = probe.read_header(f, size, str(path), limits.max_pixels)
+            return probe.oriented_size(f, size, header), None
+    except InputError as e:
+        return None, e.problem
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}"
+
+
+def _where(kind: str, entries: str, entry: Any, index: int) -> str:
+    """"image id 785", or "images[3]" for an entry without an integer id."""
+    if isinstance(entry, dict) and _is_int(entry.get("id")):
+        return f"{kind} id {entry['id']}"
+    return f"{entries}[{index}]"
 
 
 def _is_int(value: Any) -> bool:

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..cli_support import PipelineChoice, fail
 from ..flags import add_flags, from_args, given
 from ..options import PipelineOptions
 from ..ray.settings import RayCluster, RayServeSettings
@@ -26,10 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the human_keypoint_detection pipeline over HTTP with PaddleX's API "
         "(POST /human-keypoint-detection), plus /health, /ready, /metrics and /openapi.json.",
     )
-    g = p.add_argument_group("pipeline (as paddlex --serve)")
-    g.add_argument("--pipeline", default="human_keypoint_detection", help="pipeline name or PaddleX pipeline YAML path")
-    g.add_argument("--device", default=None, help="cpu, gpu, gpu:N, ...; none: what create_pipeline picks")
-    g.add_argument("--use_hpip", action="store_true", help="high-performance inference, as PaddleX's flag")
+    add_flags(p.add_argument_group("pipeline (as paddlex --serve)"), PipelineChoice)
     add_flags(p.add_argument_group("how the pipeline runs"), PipelineOptions)
     add_flags(p.add_argument_group("server"), ServingSettings)
     ray_group = p.add_argument_group("Ray Serve (with --ray; the server's limits above apply too)")
@@ -44,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        choice = from_args(PipelineChoice, args)
         settings = from_args(ServingSettings, args)
         options = given(PipelineOptions, args)
         PipelineOptions(**options)
@@ -63,10 +62,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..errors import PosepipeError
 
     try:
-        load_config(args.pipeline, None)
+        load_config(choice.pipeline, None)
     except PosepipeError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e), 2, PROG)
 
     if cluster.ray:
         from ..ray import RayMissing, require_ray
@@ -74,18 +72,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             require_ray()
         except RayMissing as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 1
+            return fail(str(e), 1, PROG)
         from ..ray.cli import serve_main
 
         return serve_main(
-            args.pipeline, settings, cluster, ray_settings, device=args.device, use_hpip=args.use_hpip,
+            choice.pipeline, settings, cluster, ray_settings, device=choice.device, use_hpip=choice.use_hpip,
             pipeline_options=options,
         )
 
     from .server import serve
 
-    return serve(args.pipeline, settings, device=args.device, use_hpip=args.use_hpip, pipeline_options=options)
+    return serve(choice.pipeline, settings, device=choice.device, use_hpip=choice.use_hpip, pipeline_options=options)
 
 
 if __name__ == "__main__":  # pragma: no cover
