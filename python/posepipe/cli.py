@@ -106,7 +106,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     pdx.add_argument("--save_path", help="folder to save {name}_res.json and {name}_res.<ext> into")
     pdx.add_argument("--device", help="cpu, gpu, gpu:N, ... (default: gpu:0 if available, else cpu)")
-    pdx.add_argument("--use_hpip", action="store_true", help="use the high-performance inference backends")
+    pdx.add_argument(
+        "--use_hpip",
+        action="store_true",
+        default=None,
+        help="use the high-performance inference backends (default: the pipeline YAML's use_hpip, else off)",
+    )
     pdx.add_argument(
         "--get_pipeline_config",
         metavar="NAME",

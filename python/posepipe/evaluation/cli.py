@@ -50,7 +50,12 @@ def _eval_parser(prog: str) -> argparse.ArgumentParser:
     g.add_argument("--annotations", metavar="FILE", help="the annotation file, when the folder has several or another layout")
     g.add_argument("--save_path", metavar="DIR", help="write eval.json, the COCO results of each mode and the worst images drawn here")
     g.add_argument("--device", help="cpu, gpu, gpu:N, ... (default: gpu:0 if available, else cpu)")
-    g.add_argument("--use_hpip", action="store_true", help="use the high-performance inference backends")
+    g.add_argument(
+        "--use_hpip",
+        action="store_true",
+        default=None,
+        help="use the high-performance inference backends (default: the pipeline YAML's use_hpip, else off)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_flags(p.add_argument_group("evaluation"), EvalSettings)
     add_flags(p.add_argument_group("how the pipeline runs"), PipelineOptions)

@@ -43,7 +43,7 @@ def serve_main(
     ray_settings: RayServeSettings,
     *,
     device: Optional[str],
-    use_hpip: bool,
+    use_hpip: Optional[bool],
     pipeline_options: Dict[str, Any],
 ) -> int:
     """Serve until SIGTERM (exit 0) or Ctrl-C (130); 1 when the application
@@ -116,7 +116,7 @@ def batch_main(
     *,
     det_threshold: Optional[float],
     device: Optional[str],
-    use_hpip: bool,
+    use_hpip: Optional[bool],
     pipeline_options: Dict[str, Any],
     images: bool,
     quiet: bool,

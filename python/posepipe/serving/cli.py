@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("pipeline (as paddlex --serve)")
     g.add_argument("--pipeline", default="human_keypoint_detection", help="pipeline name or PaddleX pipeline YAML path")
     g.add_argument("--device", default=None, help="cpu, gpu, gpu:N, ...; none: what create_pipeline picks")
-    g.add_argument("--use_hpip", action="store_true", help="high-performance inference, as PaddleX's flag")
+    g.add_argument(
+        "--use_hpip",
+        action="store_true",
+        default=None,
+        help="high-performance inference, as PaddleX's flag (default: the pipeline YAML's use_hpip, else off)",
+    )
     add_flags(p.add_argument_group("how the pipeline runs"), PipelineOptions)
     add_flags(p.add_argument_group("server"), ServingSettings)
     ray_group = p.add_argument_group("Ray Serve (with --ray; the server's limits above apply too)")
