@@ -219,12 +219,6 @@ class KeypointPipeline:
 
     __call__ = predict
 
-    def predict_frames(
-        self, frames: Sequence[Frame], det_threshold: Optional[float] = None
-    ) -> List[KeypointResult]:
-        """Already-decoded frames in, results out (the HTTP server's batching path)."""
-        return list(self._run_batch(list(frames), det_threshold, raise_errors=False))
-
     # For a scheduler that interleaves the stages of many requests (the HTTP
     # server): predict_boxes, then estimate_keypoints on any subsets of a
     # frame's boxes, then build_result with all of them.
