@@ -84,8 +84,9 @@ def prepare_model_inputs(pipeline, image):
 
 
 def scores(name, image):
-    detector = PIPELINES[name].detector
-    rows = detector.detect([read_image(image)], threshold=0.0)[0]
+    from posepipe.pipeline import detect_persons
+
+    rows = detect_persons(PIPELINES[name].detector, [read_image(image)], 0.0)[0][0]
     return sorted((float(s) for s in rows[:, 1]), reverse=True)
 
 

@@ -19,9 +19,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-COCO_SIGMAS = np.array(
-    [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089]
-)
+from posepipe.oks import oks
+
 # A reference joint counts in OKS when its score is above this (COCO counts labelled joints only).
 VISIBLE = 0.3
 # Persons pair up when their OKS is above this; below, the reference person is "lost" on that frame.
@@ -35,8 +34,7 @@ def oks_to_reference(ref: Dict, test: Dict) -> float:
     area = max((x2 - x1) * (y2 - y1), 1.0)
     visible = ref_kpts[:, 2] > VISIBLE
     d2 = ((ref_kpts[:, :2] - test_kpts[:, :2]) ** 2).sum(axis=1)
-    per_joint = np.exp(-d2 / (2 * area * (2 * COCO_SIGMAS) ** 2))
-    return float(per_joint[visible].mean())
+    return float(oks(d2, visible, area))
 
 
 def agreement(reference: Sequence[List[Dict]], test: Sequence[List[Dict]]) -> Dict[str, float]:

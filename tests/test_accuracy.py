@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from posepipe.oks import oks
 from posepipe.runtime.accuracy import (
     MIN_CLOSE_SHARE,
     MIN_OKS,
     Persons,
     compare_persons,
-    oks,
     pair_persons,
 )
 
@@ -60,6 +60,9 @@ def test_oks_is_pycocotools_oks():
     expected = _Eval().computeOks(1, 1)[0, 0]
     d2 = ((gt[:, :2] - dt[:, :2]) ** 2).sum(axis=1)
     assert oks(d2, visible, area) == pytest.approx(expected, rel=1e-9)
+    # Batched, as the tracker and the video benchmarks call it.
+    both = oks(np.stack([d2, np.zeros(17)]), np.stack([visible, visible]), np.array([area, area]))
+    assert both.tolist() == pytest.approx([expected, 1.0], rel=1e-9)
 
 
 def test_identical_persons_pass():

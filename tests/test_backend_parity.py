@@ -23,7 +23,8 @@ from posepipe.models.spec import DETECTOR, KEYPOINT, load_model_spec
 from posepipe.runtime import Device, RuntimeOptions, create_backend
 from posepipe.runtime.onnx_export import OnnxModel, onnx_for
 from posepipe.batching import run_split
-from posepipe.runtime.onnxruntime import OrtBackend, trt_batch_profile
+from posepipe.runtime.onnxruntime import OrtBackend
+from posepipe.runtime.trt_profile import trt_batch_profile
 from posepipe.runtime.openvino import OpenVinoBackend, openvino_cache_dir
 from posepipe.runtime.paddle import PaddleBackend
 from posepipe.runtime.parity import FP16, FP32, compare

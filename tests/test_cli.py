@@ -129,6 +129,21 @@ def test_defaults_leave_the_config_alone(fake, photos, tmp_path, capsys):
     assert fake.pipeline.thresholds == [None]
 
 
+@pytest.mark.parametrize("flag, expected", [([], None), (["--use_hpip"], True)])
+def test_use_hpip_flag_left_out_leaves_the_yamls(fake, photos, tmp_path, flag, expected):
+    """As PaddleX's CLI (`use_hpip=args.use_hpip or None`): without the flag,
+    create_pipeline gets None and the YAML's use_hpip decides."""
+    custom = PipelineConfig.default()
+    custom.use_hpip = True
+    path = tmp_path / "hpip.yaml"
+    path.write_text(custom.to_yaml())
+    assert yaml.safe_load(path.read_text())["use_hpip"] is True
+    assert cli.main(["--pipeline", str(path), "--input", str(photos / "hrnet_demo.jpg"), "-q", *flag]) == 0
+    [call] = fake.calls
+    assert call["use_hpip"] is expected
+    assert PipelineConfig.from_dict(call["config"]).use_hpip is True
+
+
 def test_folder_with_a_bad_file_saves_the_good_ones_and_exits_1(fake, photos, tmp_path, capsys):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)

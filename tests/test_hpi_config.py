@@ -110,3 +110,75 @@ def test_hpi_config_needs_use_hpip_as_in_paddlex(real_config, posepipe_home, cap
     assert pipeline.metadata["detector"]["backend"] == "paddle"
     assert "hpi_config applies with use_hpip=True (as in PaddleX); ignored for the detector" in caplog.text
 
+
+
+def test_config_keeps_use_hpip_at_both_levels(real_config):
+    assert "use_hpip" not in json.dumps(PipelineConfig.default().to_dict())
+    config = json.loads(json.dumps(real_config))
+    config["use_hpip"] = True
+    config["SubModules"]["KeypointDetection"]["use_hpip"] = False
+    parsed = PipelineConfig.from_dict(config)
+    assert (parsed.use_hpip, parsed.detector.use_hpip, parsed.keypoints.use_hpip) == (True, None, False)
+    assert PipelineConfig.from_dict(parsed.to_dict()) == parsed
+    config["use_hpip"] = "yes"
+    with pytest.raises(ConfigError, match="config: use_hpip must be true or false, got 'yes'"):
+        PipelineConfig.from_dict(config)
+    config["use_hpip"] = None
+    config["SubModules"]["ObjectDetection"]["use_hpip"] = 1
+    with pytest.raises(ConfigError, match="SubModules.ObjectDetection: use_hpip must be true or false"):
+        PipelineConfig.from_dict(config)
+
+
+def _backends(pipeline):
+    det, kpt = pipeline.metadata["detector"], pipeline.metadata["keypoints"]
+    return (det["backend"], det["cpu_threads"]), (kpt["backend"], kpt["cpu_threads"])
+
+
+def test_hpi_config_argument_replaces_the_configs(real_config, posepipe_home):
+    """PaddleX 3.7.2 create_pipeline: a given hpi_config replaces the config's
+    top-level one (no key merge); a SubModule's own is merged over the result."""
+    config = json.loads(json.dumps(real_config))
+    config["SubModules"]["KeypointDetection"]["batch_size"] = 4  # a cap: no batch measurement
+    config["hpi_config"] = {"backend": "onnxruntime", "backend_config": {"cpu_num_threads": 1}}
+    config["SubModules"]["KeypointDetection"]["hpi_config"] = {"backend_config": {"cpu_num_threads": 1}}
+    pipeline = posepipe.create_pipeline(
+        config=config, device="cpu", use_hpip=True, hpi_config={"backend": "openvino"}, cpu_threads=2
+    )
+    assert _backends(pipeline) == (("openvino", 2), ("openvino", 1))
+    # Without the argument the config's own top-level hpi_config applies.
+    pipeline = posepipe.create_pipeline(config=config, device="cpu", use_hpip=True, cpu_threads=2)
+    assert _backends(pipeline) == (("onnxruntime", 1), ("onnxruntime", 1))
+
+
+@pytest.fixture
+def hpip_yaml(shared_dir, tmp_path):
+    """examples/shared_real_models.yaml with `use_hpip: true` and a named
+    backend at the top level, so that use_hpip shows without a measurement,
+    and `use_hpip: false` on the keypoint model (PaddleX's per-module switch)."""
+    import yaml
+
+    from conftest import REPO
+
+    data = yaml.safe_load((REPO / "examples" / "shared_real_models.yaml").read_text())
+    for key, folder in (("ObjectDetection", "person_detector_nanodet"), ("KeypointDetection", "keypoint_movenet_thunder")):
+        data["SubModules"][key]["model_dir"] = str(shared_dir / "models" / "real" / folder)
+    data["SubModules"]["KeypointDetection"]["batch_size"] = 4  # a cap: no batch measurement
+    data["SubModules"]["KeypointDetection"]["use_hpip"] = False
+    data["use_hpip"] = True
+    data["hpi_config"] = {"backend": "onnxruntime"}
+    path = tmp_path / "hpip.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "use_hpip, detector, keypoints",
+    [
+        (None, "onnxruntime", "paddle"),  # the YAML's use_hpip; the module's own wins for the keypoint model
+        (False, "paddle", "paddle"),  # an explicit argument replaces the YAML's
+        (True, "onnxruntime", "paddle"),  # and a SubModule's use_hpip wins over it, as in PaddleX
+    ],
+)
+def test_yaml_use_hpip_applies_unless_the_argument_says(hpip_yaml, posepipe_home, use_hpip, detector, keypoints):
+    pipeline = posepipe.create_pipeline(str(hpip_yaml), device="cpu", use_hpip=use_hpip, cpu_threads=2)
+    assert (pipeline.metadata["detector"]["backend"], pipeline.metadata["keypoints"]["backend"]) == (detector, keypoints)

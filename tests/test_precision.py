@@ -291,3 +291,39 @@ def test_quantized_models_live_in_posepipe_home(posepipe_home, shared_dir, tmp_p
     assert quantize.int8_model(spec, samples) == path and path.stat().st_mtime_ns == stamp  # reused, not quantized again
     # Other calibration inputs, another model.
     assert quantize.calibration_digest(samples[:1]) != quantize.calibration_digest(samples)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu"])
+def test_a_cached_decision_rebuilds_the_backend_of_its_device(monkeypatch, tmp_path, kind):
+    """On GPUs a cached fp16 choice is use_hpip's fp16 TensorRT candidates (as
+    a fresh decision builds it), not OpenVINO; on CPUs it is OpenVINO. The
+    builders are faked: no GPU is needed to check which one is asked."""
+    import types
+
+    from posepipe.runtime.base import RuntimeOptions
+    from posepipe.runtime.candidates import CANDIDATES
+    from posepipe.runtime.device import Device
+
+    built = []
+    monkeypatch.setattr(
+        precision_module, "plan_backend",
+        lambda spec, runtime, *a, candidates=None, **kw: built.append(("hpip", spec, candidates)) or f"trt:{spec}",
+    )
+    monkeypatch.setattr(
+        precision_module.PrecisionChooser, "_openvino",
+        lambda self, role, precision, model=None: built.append(("openvino", role, precision)) or f"openvino:{role}",
+    )
+    device = Device(kind, 0) if kind == "gpu" else Device("cpu")
+    chooser = precision_module.PrecisionChooser(
+        ("det-spec", "kpt-spec"), RuntimeOptions(device=device, cpu_threads=1), None, None, None, tune_threads=False
+    )
+    fp32 = {role: types.SimpleNamespace(backend=types.SimpleNamespace(precision="fp32")) for role in precision_module.ROLES}
+    lower = "fp16" if kind == "gpu" else "bf16"
+    saved = {"chosen": {"detector": lower, "keypoints": "fp32"}, "models": {"detector": "", "keypoints": ""}}
+    choice = chooser._from_cache(saved, fp32)
+    assert choice is not None and choice.keypoints is fp32["keypoints"]
+    if kind == "gpu":
+        fp16 = tuple(c for c in CANDIDATES["gpu"] if c.precision == "fp16")
+        assert fp16 and built == [("hpip", "det-spec", fp16)] and choice.detector == "trt:det-spec"
+    else:
+        assert built == [("openvino", "detector", "bf16")] and choice.detector == "openvino:detector"

@@ -250,6 +250,7 @@ def test_a_config_files_args_become_build_apps():
     assert built["ray_settings"] == posepipe.ray.RayServeSettings(replicas=2, replica_cpus=0.5)
     assert built["ray_settings"].scaling(2) == {"num_replicas": 2}
     assert built["pipeline_options"] == {"cpu_threads": 1}
+    assert builder_args({})["use_hpip"] is None  # not given: the pipeline YAML's use_hpip
     autoscaled = builder_args({"min_replicas": 1, "max_replicas": 4})["ray_settings"].scaling(4)
     assert autoscaled == {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}}
     with pytest.raises(ValueError, match="unknown argument"):

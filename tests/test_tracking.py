@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from posepipe.errors import ConfigError
-from posepipe.tracking import COCO_SIGMAS, Tracker, TrackerSettings, box_iou, oks
+from posepipe.oks import COCO_SIGMAS, box_iou
+from posepipe.tracking import Tracker, TrackerSettings, oks
 
 
 def person(cx: float, cy: float, height: float = 100.0, score: float = 0.9, seed: int = 0) -> np.ndarray:

@@ -24,15 +24,17 @@ def create_pipeline(
     pipeline: Optional[str] = "human_keypoint_detection",
     config: Optional[Dict[str, Any]] = None,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     hpi_config: Optional[Dict[str, Any]] = None,
     **options: Any,
 ):
     """Build the keypoint pipeline, as `paddlex.create_pipeline` does.
 
     `pipeline` is the pipeline name or the path of a PaddleX pipeline YAML;
-    `config` (a dict in the same schema) wins over it. `hpi_config` is
-    PaddleX's (which backend use_hpip runs; runtime/hpi_config.py). Extra
+    `config` (a dict in the same schema) wins over it. `use_hpip` and
+    `hpi_config` (which backend use_hpip runs; runtime/hpi_config.py) are
+    PaddleX's: when given (not None) they replace the config's top-level
+    `use_hpip` / `hpi_config`; use_hpip is off when neither says. Extra
     keyword options are posepipe's (posepipe.options.PipelineOptions)."""
     from .pipeline import KeypointPipeline  # lazy: keeps `import posepipe` light
 

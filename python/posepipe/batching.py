@@ -11,11 +11,17 @@ its binary parts (13 = 8+4+1) keeps the set of shapes to log2(max)+1, all
 warmed up at start, with no padded work."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 
-from .runtime.base import Backend
+if TYPE_CHECKING:  # the runtime package imports this module (runtime/trt_profile.py)
+    from .runtime.base import Backend
+
+# The most crops per keypoint-model call: the top of the measured batch sizes
+# (runtime/tuning.py) and of the TensorRT engines' batch profile
+# (runtime/trt_profile.py).
+MAX_KEYPOINT_BATCH = 32
 
 
 def floor_pow2(n: int) -> int:

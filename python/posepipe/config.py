@@ -28,8 +28,12 @@ class DetectorConfig:
     # (w, h) of the detector input; None: the Resize size in inference.yml.
     img_size: Optional[Tuple[int, int]] = None
     module_name: str = "object_detection"
-    # PaddleX's per-module hpi_config (runtime/hpi_config.py), merged over the pipeline's.
+    # PaddleX's per-module hpi_config (runtime/hpi_config.py), merged key by
+    # key over the pipeline's.
     hpi_config: Optional[Dict[str, Any]] = None
+    # PaddleX's per-module use_hpip: wins over the pipeline's, even over
+    # create_pipeline's argument; None: the pipeline's.
+    use_hpip: Optional[bool] = None
 
 
 @dataclass
@@ -46,6 +50,7 @@ class KeypointConfig:
     use_udp: Optional[bool] = None
     module_name: str = "keypoint_detection"
     hpi_config: Optional[Dict[str, Any]] = None
+    use_hpip: Optional[bool] = None
 
 
 @dataclass
@@ -53,8 +58,10 @@ class PipelineConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     keypoints: KeypointConfig = field(default_factory=KeypointConfig)
     pipeline_name: str = PIPELINE_NAME
-    # PaddleX's pipeline-level hpi_config (create_pipeline's hpi_config wins over it).
+    # PaddleX's pipeline-level hpi_config and use_hpip: create_pipeline's
+    # arguments, when given (not None), replace them.
     hpi_config: Optional[Dict[str, Any]] = None
+    use_hpip: Optional[bool] = None
 
     @classmethod
     def default(cls) -> "PipelineConfig":
@@ -78,7 +85,8 @@ class PipelineConfig:
         hpi = data.get("hpi_config")
         if hpi is not None and not isinstance(hpi, dict):
             raise ConfigError(f"{source}: hpi_config must be a mapping, got {hpi!r}")
-        return cls(detector=det, keypoints=kpt, pipeline_name=name, hpi_config=hpi)
+        use_hpip = check_use_hpip(data.get("use_hpip"), f"{source}: use_hpip")
+        return cls(detector=det, keypoints=kpt, pipeline_name=name, hpi_config=hpi, use_hpip=use_hpip)
 
     @classmethod
     def from_yaml(cls, path: Union[str, os.PathLike]) -> "PipelineConfig":
@@ -116,11 +124,12 @@ class PipelineConfig:
                 },
             },
         }
-        # hpi_config only when set, so the default YAML stays PaddleX's key for key.
-        for target, value in ((out, self.hpi_config), (out["SubModules"]["ObjectDetection"], det.hpi_config),
-                              (out["SubModules"]["KeypointDetection"], kpt.hpi_config)):
-            if value is not None:
-                target["hpi_config"] = value
+        # use_hpip and hpi_config only when set, so the default YAML stays PaddleX's key for key.
+        for target, owner in ((out, self), (out["SubModules"]["ObjectDetection"], det),
+                              (out["SubModules"]["KeypointDetection"], kpt)):
+            for key in ("use_hpip", "hpi_config"):
+                if getattr(owner, key) is not None:
+                    target[key] = getattr(owner, key)
         return out
 
     def to_yaml(self) -> str:
@@ -164,6 +173,7 @@ def _check(obj, where: str) -> None:
         raise ConfigError(f"{where}: batch_size must be a positive integer, got {obj.batch_size!r}")
     if obj.hpi_config is not None and not isinstance(obj.hpi_config, dict):
         raise ConfigError(f"{where}: hpi_config must be a mapping, got {obj.hpi_config!r}")
+    obj.use_hpip = check_use_hpip(obj.use_hpip, f"{where}: use_hpip")
     if isinstance(obj, DetectorConfig):
         obj.threshold = check_threshold(obj.threshold, f"{where}: threshold")
         obj.img_size = parse_img_size(obj.img_size, where)
@@ -172,6 +182,13 @@ def _check(obj, where: str) -> None:
             raise ConfigError(f"{where}: flip must be true or false, got {obj.flip!r}")
         if obj.use_udp is not None and not isinstance(obj.use_udp, bool):
             raise ConfigError(f"{where}: use_udp must be true, false or null, got {obj.use_udp!r}")
+
+
+def check_use_hpip(value: Any, name: str) -> Optional[bool]:
+    """use_hpip as true, false or None (not said here)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def check_threshold(value: Any, name: str) -> Optional[float]:

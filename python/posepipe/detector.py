@@ -90,12 +90,6 @@ class Detector:
         per_image = np.split(rows, np.cumsum(counts)[:-1]) if len(counts) else []
         return [clip_and_filter(r, hw, threshold) for r, hw in zip(per_image, image_sizes)]
 
-    def detect(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]:
-        if not images:
-            return []
-        outputs = self.infer(self.preprocess(images))
-        return self.postprocess(outputs, [im.shape[:2] for im in images], threshold)
-
     def _rows_and_counts(self, outputs: List[np.ndarray], n_images: int) -> Tuple[np.ndarray, np.ndarray]:
         first = outputs[0]
         if first.ndim == 2 and first.shape[-1] == 6:

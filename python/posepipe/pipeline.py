@@ -41,7 +41,7 @@ class KeypointPipeline:
         self,
         config: PipelineConfig,
         device: Optional[str] = None,
-        use_hpip: bool = False,
+        use_hpip: Optional[bool] = None,
         options: PipelineOptions = PipelineOptions(),
         hpi_config: Optional[Dict[str, Any]] = None,
     ):
@@ -71,14 +71,20 @@ class KeypointPipeline:
         hpip_pool = None
         if options.precision == "fp32":
             hpip_pool = tuple(c for c in CANDIDATES.get(self.device.kind, ()) if c.precision == "fp32")
+        # As PaddleX's create_pipeline: an argument given replaces the config's
+        # top-level value; a SubModule's own use_hpip wins over both, its own
+        # hpi_config is merged key by key over the pipeline's.
+        pipeline_hpip = config.use_hpip if use_hpip is None else use_hpip
+        pipeline_hpi = config.hpi_config if hpi_config is None else hpi_config
         plans = []
         for role, spec, cfg in (("detector", det_spec, det_cfg), ("keypoints", kpt_spec, kpt_cfg)):
-            hpi = parse_hpi_config(merge_hpi_configs(hpi_config, config.hpi_config, cfg.hpi_config), f"{role} hpi_config")
-            if hpi is not None and not use_hpip:
+            role_hpip = bool(pipeline_hpip if cfg.use_hpip is None else cfg.use_hpip)
+            hpi = parse_hpi_config(merge_hpi_configs(pipeline_hpi, cfg.hpi_config), f"{role} hpi_config")
+            if hpi is not None and not role_hpip:
                 log.warning("posepipe: hpi_config applies with use_hpip=True (as in PaddleX); ignored for the %s", role)
                 hpi = None
             plans.append(
-                plan_backend(spec, runtime, options.backend, use_hpip=use_hpip, hpi=hpi, candidates=hpip_pool, tune_threads=tune)
+                plan_backend(spec, runtime, options.backend, use_hpip=role_hpip, hpi=hpi, candidates=hpip_pool, tune_threads=tune)
             )
         self._specs = (det_spec, kpt_spec)
         self._kpt_batch_info: Dict[str, Dict[str, Any]] = {}
@@ -148,7 +154,7 @@ class KeypointPipeline:
         pipeline: Optional[str],
         config: Optional[Dict[str, Any]],
         device: Optional[str] = None,
-        use_hpip: bool = False,
+        use_hpip: Optional[bool] = None,
         hpi_config: Optional[Dict[str, Any]] = None,
         **options: Any,
     ) -> "KeypointPipeline":
@@ -212,12 +218,6 @@ class KeypointPipeline:
                 yield from self._run_batch(items, det_threshold, raise_errors=single)
 
     __call__ = predict
-
-    def predict_frames(
-        self, frames: Sequence[Frame], det_threshold: Optional[float] = None
-    ) -> List[KeypointResult]:
-        """Already-decoded frames in, results out (the HTTP server's batching path)."""
-        return list(self._run_batch(list(frames), det_threshold, raise_errors=False))
 
     # For a scheduler that interleaves the stages of many requests (the HTTP
     # server): predict_boxes, then estimate_keypoints on any subsets of a

@@ -271,7 +271,7 @@ class PrecisionChooser:
                 model = Path(saved["models"][role]) if precision == "int8" else None
                 if model is not None and not (model.is_file() and model.with_suffix(".bin").is_file()):
                     return None  # the quantized model is gone: decide again
-                plans[role] = self._openvino(role, precision, model)
+                plans[role] = self._plan(role, precision, model)
         except (KeyError, TypeError) as e:
             log.warning("posepipe precision: ignoring an unreadable cached decision (%s)", e)
             return None
@@ -296,18 +296,22 @@ class PrecisionChooser:
     # --- candidates ------------------------------------------------------------
 
     def _build(self, role: str, precision: str, samples: Optional[List[Dict[str, np.ndarray]]] = None) -> ModelPlan:
-        spec = self.specs[role]
-        if self.device.kind == "gpu":
-            fp16 = tuple(c for c in CANDIDATES["gpu"] if c.precision == "fp16")
-            return plan_backend(spec, self.runtime, use_hpip=True, candidates=fp16, tune_threads=False)
         model = None
-        if precision == "int8":
+        if precision == "int8" and self.device.kind != "gpu":
             from .runtime.quantize import int8_model
 
             if not samples:
                 raise ConfigError("int8 needs calibration images with people on them")
-            model = int8_model(spec, samples)
-        return self._openvino(role, precision, model)
+            model = int8_model(self.specs[role], samples)
+        return self._plan(role, precision, model)
+
+    def _plan(self, role: str, precision: str, model_path: Optional[Path] = None) -> ModelPlan:
+        """A lower precision's backend on this device: use_hpip's fp16 TensorRT
+        candidates on GPUs, OpenVINO (with its int8 model, if any) on CPUs."""
+        if self.device.kind == "gpu":
+            fp16 = tuple(c for c in CANDIDATES["gpu"] if c.precision == "fp16")
+            return plan_backend(self.specs[role], self.runtime, use_hpip=True, candidates=fp16, tune_threads=False)
+        return self._openvino(role, precision, model_path)
 
     def _openvino(self, role: str, precision: str, model_path: Optional[Path] = None) -> ModelPlan:
         from .runtime.openvino import OpenVinoBackend

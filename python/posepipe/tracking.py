@@ -31,12 +31,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .errors import ConfigError, PosepipeError
-
-# COCO's per-joint OKS constants (the keypoint evaluation's sigmas).
-COCO_SIGMAS = np.array(
-    [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089],
-    dtype=np.float64,
-)
+from .oks import box_iou
+from .oks import oks as coco_oks
 
 
 @dataclass(frozen=True)
@@ -237,19 +233,6 @@ def _assignment_solver():
     return linear_sum_assignment
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N,4] x [M,4] -> [N,M] intersection over union."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def oks(a: np.ndarray, b: np.ndarray, b_boxes: np.ndarray, min_score: float) -> np.ndarray:
     """[N,K,3] x [M,K,3] -> [N,M] object keypoint similarity, COCO's formula
     with each b person's box area as its scale, over the joints both score
@@ -260,11 +243,6 @@ def oks(a: np.ndarray, b: np.ndarray, b_boxes: np.ndarray, min_score: float) -> 
         return np.zeros((len(a), len(b)))
     boxes = np.asarray(b_boxes, np.float64).reshape(-1, 4)
     area = np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0, None)
-    # Other joint sets than COCO-17 get a middling constant.
-    sigmas = COCO_SIGMAS if a.shape[1] == len(COCO_SIGMAS) else np.full(a.shape[1], 0.07)
     d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(axis=3)  # [N,M,K]
-    scale = 2.0 * area[None, :, None] * (2.0 * sigmas[None, None, :]) ** 2
-    per_joint = np.exp(-d2 / scale)
     both = (a[:, None, :, 2] > min_score) & (b[None, :, :, 2] > min_score)
-    counted = both.sum(axis=2)
-    return np.where(counted > 0, (per_joint * both).sum(axis=2) / np.maximum(counted, 1), 0.0)
+    return coco_oks(d2, both, area[None, :])

@@ -49,7 +49,7 @@ class PipelineJob:
 
     config: Dict[str, Any]
     device: Optional[str] = None
-    use_hpip: bool = False
+    use_hpip: Optional[bool] = None
     pipeline_options: Dict[str, Any] = field(default_factory=dict)
     det_threshold: Optional[float] = None
     images: bool = False
@@ -195,7 +195,7 @@ def predict_dataset(
     *,
     det_threshold: Optional[float] = None,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
     settings: Optional[RayBatchSettings] = None,
     images: bool = False,
@@ -255,7 +255,7 @@ def run_batch(
     *,
     det_threshold: Optional[float] = None,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
     settings: Optional[RayBatchSettings] = None,
     images: bool = True,

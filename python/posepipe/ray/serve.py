@@ -60,7 +60,7 @@ class PipelineReplica:
         pipeline: PipelineSpec,
         settings: ServingSettings,
         device: Optional[str],
-        use_hpip: bool,
+        use_hpip: Optional[bool],
         pipeline_options: Dict[str, Any],
     ):
         logs.configure(settings.log_level, settings.log_format)
@@ -206,7 +206,7 @@ def build_app(
     settings: Optional[ServingSettings] = None,
     *,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
     ray_settings: Optional[RayServeSettings] = None,
 ) -> serve.Application:
@@ -260,7 +260,7 @@ def builder_args(args: Mapping[str, Any]) -> Dict[str, Any]:
     built = {
         "pipeline": args.pop("pipeline", PIPELINE_NAME),
         "device": args.pop("device", None),
-        "use_hpip": _boolean(args.pop("use_hpip", False)),
+        "use_hpip": _boolean(args.pop("use_hpip", None)),
         "settings": ServingSettings(**dict(args.pop("settings", None) or {})),
         "pipeline_options": dict(args.pop("pipeline_options", None) or {}),
         "ray_settings": RayServeSettings(**ray_fields),
@@ -293,7 +293,9 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _boolean(value: Any) -> bool:
+def _boolean(value: Any) -> Optional[bool]:
+    if value is None:  # not said: the pipeline config's use_hpip
+        return None
     if isinstance(value, str):
         from ..flags import parse_bool
 

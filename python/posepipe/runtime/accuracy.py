@@ -36,15 +36,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..oks import box_iou, oks
+
 MATCH_IOU = 0.5
 VISIBLE_SCORE = 0.3
 MIN_OKS = 0.9
 MIN_CLOSE_SHARE = 0.9
 MAX_SCORE_DRIFT = 0.02
-# COCO-17 keypoint sigmas (pycocotools).
-COCO_SIGMAS = np.array(
-    [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
-) / 10.0
 
 
 @dataclass
@@ -164,17 +162,11 @@ def compare_persons(reference: Sequence[Persons], candidate: Sequence[Persons]) 
             if not visible.any():
                 continue
             d2 = ((ref.keypoints[i, :, :2] - cand.keypoints[j, :, :2]) ** 2).sum(axis=1)
-            report.oks.append(oks(d2, visible, box_area(ref.boxes[i])))
+            report.oks.append(float(oks(d2, visible, box_area(ref.boxes[i]))))
             report.deviation_px.extend(np.sqrt(d2[visible]).tolist())
             report.scored += 1
             report.close += report.oks[-1] >= MIN_OKS
     return report
-
-
-def oks(d2: np.ndarray, visible: np.ndarray, area: float) -> float:
-    """pycocotools' OKS: mean over visible keypoints of exp(-d^2 / (2 area (2 sigma)^2))."""
-    e = d2 / ((2 * COCO_SIGMAS) ** 2) / (area + np.spacing(1)) / 2
-    return float(np.exp(-e[visible]).mean())
 
 
 def box_area(box: np.ndarray) -> float:
@@ -185,7 +177,7 @@ def pair_persons(ref: np.ndarray, cand: np.ndarray) -> Tuple[List[Tuple[int, int
     """Greedy best-IoU pairs (>= MATCH_IOU): (pairs, lost reference persons, added candidate persons)."""
     if not len(ref) or not len(cand):
         return [], len(ref), len(cand)
-    iou = iou_matrix(ref, cand)
+    iou = box_iou(ref, cand)
     pairs: List[Tuple[int, int]] = []
     used_ref, used_cand = set(), set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
@@ -198,13 +190,3 @@ def pair_persons(ref: np.ndarray, cand: np.ndarray) -> Tuple[List[Tuple[int, int
         used_ref.add(i)
         used_cand.add(j)
     return pairs, len(ref) - len(pairs), len(cand) - len(pairs)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)

@@ -27,6 +27,7 @@ from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import model_key, nms_exported_for_one_image, onnx_for, posepipe_home
+from .trt_profile import trt_batch_profile
 
 log = logging.getLogger("posepipe")
 
@@ -40,10 +41,6 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-# TensorRT optimisation profile for the batch axis of dynamic-batch models:
-# the engine covers 1..32 persons per keypoint call, tuned for a handful; the
-# keypoint batch size is then measured within it (runtime/tuning.py).
-TRT_MIN_BATCH, TRT_OPT_BATCH, TRT_MAX_BATCH = 1, 8, 32
 TRT_WORKSPACE_BYTES = 2 << 30
 
 
@@ -198,35 +195,3 @@ def _declared_shapes(ort, path: Path) -> Dict[str, Sequence[Any]]:
     so.log_severity_level = 3
     probe = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     return {i.name: list(i.shape) for i in probe.get_inputs()}
-
-
-def trt_batch_profile(
-    spec: ModelSpec, declared: Mapping[str, Sequence[Any]], one_image: bool = False
-) -> Dict[str, Tuple[List[int], List[int], List[int]]]:
-    """TensorRT (min, opt, max) shapes for the inputs with a dynamic batch axis:
-    the yml's `Hpi` dynamic shapes when the model has them, with the batch axis
-    of keypoint models widened to posepipe's 1..TRT_MAX_BATCH (opt
-    TRT_OPT_BATCH; PaddleX's yml says 1..8 because PaddleX runs one person per
-    call); otherwise the declared shape with the batch filled in. `one_image`
-    pins the batch to 1 (NMS exported for batch 1). Empty when a non-batch
-    axis is dynamic too: TensorRT then builds per shape."""
-    out: Dict[str, Tuple[List[int], List[int], List[int]]] = {}
-    hpi = spec.hpi_dynamic_shapes or {}
-    for name, dims in declared.items():
-        if not dims or (isinstance(dims[0], int) and dims[0] > 0):
-            continue  # static batch: no profile needed (dynamic: a name in ONNX, -1 in Paddle)
-        if name in hpi:
-            yml_min, yml_opt, yml_max = ([int(d) for d in s] for s in hpi[name])
-        elif all(isinstance(d, int) and d > 0 for d in dims[1:]):
-            rest = [int(d) for d in dims[1:]]
-            yml_min, yml_opt, yml_max = [1] + rest, [1] + rest, [8] + rest
-        else:
-            return {}
-        if one_image:
-            batches = (1, 1, 1)
-        elif spec.kind == "keypoint":
-            batches = (TRT_MIN_BATCH, TRT_OPT_BATCH, max(TRT_MAX_BATCH, yml_max[0]))
-        else:
-            batches = (yml_min[0], yml_opt[0], yml_max[0])
-        out[name] = tuple([b] + yml_opt[1:] for b in batches)  # type: ignore[assignment]
-    return out

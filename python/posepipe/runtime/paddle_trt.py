@@ -10,7 +10,7 @@ directly by later starts.
 
 Shapes: the yml's `Hpi` dynamic shapes (PaddleX's own TensorRT profile),
 with the keypoint batch widened to posepipe's batches (see
-onnxruntime.trt_batch_profile); the profile's top is the backend's max_batch.
+runtime/trt_profile.py); the profile's top is the backend's max_batch.
 
 Not measured in this repository's sessions (no GPU was available); written
 against Paddle 3.3's `paddle.tensorrt.export` API.
@@ -31,9 +31,9 @@ from ..models.spec import ModelSpec
 from .base import Backend, BackendUnavailable, RuntimeOptions
 from .device import Device
 from .onnx_export import model_key, posepipe_home
-from .onnxruntime import trt_batch_profile
 from .paddle import ZeroCopyRunner, import_paddle_inference
 from .paddle_import import import_paddle
+from .trt_profile import trt_batch_profile
 
 log = logging.getLogger("posepipe")
 

@@ -34,7 +34,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..models.spec import KEYPOINT
-from .accuracy import iou_matrix
+from ..oks import box_iou
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _near_tie(row: np.ndarray, other: np.ndarray, tol: Tolerance) -> bool:
     if not len(other):
         return False
     near = (other[:, 0] == row[0]) & (np.abs(other[:, 1] - row[1]) <= tol.score)
-    return bool(near.any() and (iou_matrix(row[None, 2:6], other[near, 2:6])[0] >= NMS_OVERLAP_IOU).any())
+    return bool(near.any() and (box_iou(row[None, 2:6], other[near, 2:6])[0] >= NMS_OVERLAP_IOU).any())
 
 
 def _compare_raw_boxes(ref, out, tol: Tolerance, report: ParityReport) -> ParityReport:

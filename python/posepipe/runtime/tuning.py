@@ -34,7 +34,7 @@ import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..batching import run_split
+from ..batching import MAX_KEYPOINT_BATCH, run_split
 from ..models.spec import KEYPOINT, ModelSpec
 from . import decisions
 from .base import Backend, RuntimeOptions
@@ -45,7 +45,6 @@ from .timing import OthersCpu, best_ms, calibration_feeds
 log = logging.getLogger("posepipe")
 
 TUNING_VERSION = 2
-MAX_KEYPOINT_BATCH = 32
 GROWTH_GAIN = 0.95  # a bigger batch is tried next while it cut ms per crop to <= 95 % of the best so far
 CLOSE_ENOUGH = 1.03  # the smallest batch within 3 % of the best ms per crop is chosen
 FIRST_BATCHES = (1, 2, 4, 8)  # always timed (up to the backend's limit); larger ones while they pay

@@ -343,7 +343,7 @@ def create_app(
     settings: Optional[ServingSettings] = None,
     *,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
 ) -> FastAPI:
     """The ASGI app serving `pipeline`: a pipeline name, a PaddleX pipeline YAML

@@ -71,7 +71,7 @@ class LocalEngine:
         settings: ServingSettings,
         *,
         device: Optional[str] = None,
-        use_hpip: bool = False,
+        use_hpip: Optional[bool] = None,
         pipeline_options: Optional[Dict[str, Any]] = None,
     ):
         self.settings = settings
@@ -199,7 +199,7 @@ def build_pipeline(
     spec: PipelineSpec,
     *,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """The pipeline `spec` stands for: create_pipeline on a name, a YAML path

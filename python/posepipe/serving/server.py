@@ -118,7 +118,7 @@ def serve(
     settings: Optional[ServingSettings] = None,
     *,
     device: Optional[str] = None,
-    use_hpip: bool = False,
+    use_hpip: Optional[bool] = None,
     pipeline_options: Optional[Dict[str, Any]] = None,
     configure_logging: bool = True,
 ) -> int:
