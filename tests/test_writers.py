@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posepipe.result import KeypointResult
+from posepipe.result import KeypointResult, SaveNames
 from posepipe.streaming import VideoStream
 from posepipe.video import Video, VideoInfo
 from posepipe.writers import AnnotatedVideoWriter, JsonLinesWriter, ResultSaver, annotate, track_colour
@@ -179,3 +179,28 @@ def test_two_videos_of_one_name_do_not_overwrite_each_other(tmp_path):
             saver.save(r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Walk-2_res.jsonl", "walk_res.jsonl"]
     assert len((tmp_path / "Walk-2_res.jsonl").read_text().splitlines()) == 3
+
+
+def test_one_runs_names_serve_frames_and_video_files(tmp_path, caplog):
+    """SaveNames claims a video's stem once: its frames' save_to_* files and
+    ResultSaver's video files take the same one, and no image takes a name a
+    frame has."""
+    image = np.zeros((4, 4, 3), np.uint8)
+    names = SaveNames()
+    first = [names.claim(r) for r in frame_results(stream_of("a/clip.mp4"), 2, step=42)]
+    second = [names.claim(r) for r in frame_results(stream_of("b/CLIP.mkv"), 2, step=42)]
+    photo = names.claim(KeypointResult.from_arrays("c/clip_000042.jpg", image, np.zeros((0, 6)), np.zeros((0, 17, 3))))
+    third = [names.claim(r) for r in frame_results(stream_of("d/photo_000001.mp4"), 1)]
+    late = names.claim(KeypointResult.from_arrays("e/photo_000001_000000.png", image, np.zeros((0, 6)), np.zeros((0, 17, 3))))
+    assert first[1].save_to_json(tmp_path / "frames").name == "clip_000042_res.json"
+    assert second[1].save_to_json(tmp_path / "frames").name == "CLIP-2_000042_res.json"
+    assert second[1].save_to_img(tmp_path / "frames").name == "CLIP-2_000042_res.png"
+    assert photo.save_to_json(tmp_path / "frames").name == "clip_000042-2_res.json"
+    assert third[0].save_to_json(tmp_path / "frames").name == "photo_000001_000000_res.json"
+    assert late.save_to_json(tmp_path / "frames").name == "photo_000001_000000-2_res.json"
+    with ResultSaver(tmp_path / "out", images=False) as saver:
+        for r in [*first, *second]:
+            saver.save(r)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CLIP-2_res.jsonl", "clip_res.jsonl"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings.count("b/CLIP.mkv: saved as CLIP-2_* since clip_* is a/clip.mp4's in this run") == 1  # once per video

@@ -24,7 +24,7 @@ import numpy as np
 
 from .draw import draw_keypoints
 from .errors import PosepipeError
-from .result import KeypointResult
+from .result import KeypointResult, SaveNames
 from .video import INSTALL_HINT
 
 PathLike = Union[str, Path]
@@ -174,9 +174,11 @@ class ResultSaver:
 
     Still images: `{stem}_res.json` and `{stem}_res.<ext>` (images=False: the
     JSON only). Videos: `{stem}_res.mp4` (images=False: none) and
-    `{stem}_res.jsonl` (`{stem}-2_res.*` for a second video of the same
-    name), finished when the next input's results begin, and at close.
-    Failed results save nothing."""
+    `{stem}_res.jsonl`, finished when the next input's results begin, and at
+    close. Stems are the ones `predict` gave its results (result.SaveNames:
+    `{stem}-2_res.*` for a second video of the same name); results made
+    otherwise are named by a SaveNames of the saver's own. Failed results
+    save nothing."""
 
     def __init__(self, save_path: PathLike, images: bool = True):
         self.save_path = Path(save_path)
@@ -184,7 +186,7 @@ class ResultSaver:
         self.videos: List[SavedVideo] = []  # one per video seen, in order
         self._writers: List[Any] = []
         self._stream: Any = None
-        self._stems: set = set()  # video stems written, casefolded
+        self._names = SaveNames()  # for results that come without a run's names
 
     def save(self, result: KeypointResult) -> None:
         stream = result.metadata.get("video")
@@ -192,6 +194,8 @@ class ResultSaver:
             self._finish_video()
         if result.error is not None:
             return
+        if not result.named_by_run:
+            self._names.claim(result)
         if stream is None:
             result.save_to_json(self.save_path)
             if self.images:
@@ -209,13 +213,7 @@ class ResultSaver:
         return result
 
     def _start_video(self, stream: Any, result: KeypointResult) -> None:
-        # Two videos of one name (a/clip.mp4, b/clip.mp4) must not overwrite
-        # each other: the later one gets -2, -3, ... as SaveNames does for images.
-        stem, number = stream.video.stem, 1
-        while (stem if number == 1 else f"{stem}-{number}").casefold() in self._stems:
-            number += 1
-        stem = stem if number == 1 else f"{stem}-{number}"
-        self._stems.add(stem.casefold())
+        stem = result.video_stem()
         saved = SavedVideo(stream)
         self.videos.append(saved)
         self._stream = stream
