@@ -105,6 +105,26 @@ def test_an_interrupted_run_leaves_a_playable_video(fake, tmp_path, capsys):
     assert last_line(capsys.readouterr().err) == "posepipe: error: interrupted"
 
 
+def test_a_stream_that_changes_size_keeps_one_video(fake, tmp_path, capsys):
+    class Switching(FakeVideoPipeline):
+        def predict(self, input, det_threshold=None, **kwargs):
+            stream = stream_of("cam.mp4")
+            results = frame_results(stream, 3) + frame_results(stream_of("cam.mp4", size=(320, 240)), 4, size=(320, 240))
+            for n, result in enumerate(results):
+                result["frame_index"] = n
+                result.metadata["video"] = stream
+                yield result
+
+    fake.pipeline = Switching()
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(tmp_path / "cam.mp4"), "--save_path", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "changed from 160x120 to 320x240 at frame 3" in err
+    frames = read_frames(out / "cam_res.mp4")
+    assert len(frames) == 7 and all(f.shape == (120, 160, 3) for f in frames)
+    assert len((out / "cam_res.jsonl").read_text().splitlines()) == 7
+
+
 # --- with the real pipeline on the shared models ---------------------------------------
 
 
