@@ -190,3 +190,23 @@ def test_real_camera_that_cannot_open_is_one_line(real_yaml, capsys):
     assert last_line(capsys.readouterr().err) == (
         "posepipe: error: camera 97: cannot open the camera: no such device, no permission, or it is in use"
     )
+
+
+def test_real_run_opens_each_video_once_and_still_counts_its_frames(real_yaml, walk, shared_dir, tmp_path, capsys, monkeypatch):
+    import posepipe.video
+
+    opened = []
+    real_init = posepipe.video.PyAVReader.__init__
+
+    def counting_init(self, video):
+        opened.append(video.name)
+        real_init(self, video)
+
+    monkeypatch.setattr(posepipe.video.PyAVReader, "__init__", counting_init)
+    photo = shared_dir / "photos" / "hrnet_demo.jpg"
+    code = cli.main(["--pipeline", str(real_yaml), "--input", str(walk), str(photo), "--stride", "4",
+                     "--backend", "onnxruntime"])
+    assert code == 0
+    assert opened == [str(walk)]  # by predict only: the progress bar takes its count from that reader
+    err = capsys.readouterr().err
+    assert "4/4" in err  # 3 frames (12 at stride 4) and the photo

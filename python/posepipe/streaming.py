@@ -268,27 +268,26 @@ def stream_arguments(args: Any) -> Dict[str, Any]:
     return arguments
 
 
-def frames_total(sources: Sequence["Source"], stride: int = 1) -> Optional[int]:
-    """How many results `predict` will give for these sources: one per image,
-    one per processed frame of a video file (from its header); None when a
-    live source makes the count open-ended. A video that cannot be opened
-    counts one (its failed result)."""
-    total = 0
-    for source in sources:
-        if source.kind != "video":
-            total += 1
-            continue
-        video: Video = source.data
-        if video.is_live:
-            return None
-        try:
-            reader = open_video(video)
-        except InputError:
-            total += 1
-            continue
-        with reader:
-            count = reader.info.frame_count
-        if count is None:
-            return None
-        total += max(1, math.ceil(count / stride))
-    return total
+class ResultCount:
+    """How many results `predict` will give for these sources, for a progress
+    bar: one per image, one per processed frame of a video file. A file's
+    count comes from the header of the reader `predict` opens, when its first
+    frame arrives (until then it counts one, as a video that cannot be opened
+    gives one failed result); `total` is None once a live source or a file
+    without a frame count makes it open-ended."""
+
+    def __init__(self, sources: Sequence["Source"], stride: int = 1):
+        live = any(s.kind == "video" and s.data.is_live for s in sources)
+        self.total: Optional[int] = None if live else len(sources)
+        self._stride = stride
+        self._stream: Optional[VideoStream] = None
+
+    def update(self, result: KeypointResult) -> bool:
+        """Count in the video of this result, if it is new; True when `total` changed."""
+        stream = result.metadata.get("video")
+        if stream is None or stream is self._stream or self.total is None:
+            return False
+        self._stream = stream
+        count = stream.info.frame_count
+        self.total = None if count is None else self.total - 1 + max(1, math.ceil(count / self._stride))
+        return True
