@@ -295,3 +295,22 @@ def test_two_videos_of_one_name_in_one_call_keep_their_files_apart(pipeline, cli
         for r in results:
             saver.save(r)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk-2_res.jsonl", "walk_res.jsonl"]
+
+
+def test_videos_run_on_the_pipelines_public_stages(pipeline, clip, monkeypatch):
+    """streaming.py needs only what any KeypointPipeline exposes (its detector
+    and keypoint stages), not the pipeline's private helpers."""
+    expected = list(pipeline.predict(str(clip), stride=30, det_frequency=2))
+
+    def private(*args, **kwargs):
+        raise AssertionError("a private pipeline method was called")
+
+    monkeypatch.setattr(pipeline, "_detect", private)
+    monkeypatch.setattr(pipeline, "_estimate", private)
+    results = list(pipeline.predict(str(clip), stride=30, det_frequency=2))
+    assert [r["frame_index"] for r in results] == [0, 30] and results[0]["boxes"]
+    for got, want in zip(results, expected):
+        assert [b["track_id"] for b in got["boxes"]] == [b["track_id"] for b in want["boxes"]]
+        np.testing.assert_array_equal(np.stack([b["keypoints"] for b in got["boxes"]]), np.stack([b["keypoints"] for b in want["boxes"]]))
+        assert set(got.metadata["timings_s"]) >= {"crops", "kpt_infer", "kpt_decode"}
+    assert set(results[0].metadata["timings_s"]) >= {"det_infer", "kpt_infer"}

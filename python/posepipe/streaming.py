@@ -187,10 +187,14 @@ class FrameLoop:
     ):
         self.pipeline = pipeline
         self.stream = stream
-        self.det_threshold = det_threshold
         self.options = options
         self.tracker = Tracker(options.tracker) if options.needs_tracks else None
         self.smoother = PoseSmoother(options.smoothing) if options.smooth else None
+        # The stage functions, not predict_boxes / estimate_keypoints: those leave out the stage times.
+        from .pipeline import detect_persons, estimate_keypoints  # pipeline.py imports this module
+
+        self._detect = lambda images: detect_persons(pipeline.detector, images, det_threshold)
+        self._estimate = lambda images, rows: estimate_keypoints(pipeline.keypoints, images, rows)[:2]
 
     def step(self, frame: VideoFrame) -> KeypointResult:
         """The result of the next frame."""
@@ -203,8 +207,8 @@ class FrameLoop:
             scheduled = True
             stream.extra_detector_frames += 1
         if scheduled:
-            [rows], timings = self.pipeline._detect(images, self.det_threshold)
-            [kpts], kpt_timings = self.pipeline._estimate(images, [rows])
+            [rows], timings = self._detect(images)
+            [kpts], kpt_timings = self._estimate(images, [rows])
             timings.update(kpt_timings)
             stream.detector_frames += 1
             if tracker is not None:
@@ -212,7 +216,7 @@ class FrameLoop:
         else:
             ids, boxes, scores = tracker.propagate(t)
             rows = _rows(boxes, scores)
-            [kpts], timings = self.pipeline._estimate(images, [rows])
+            [kpts], timings = self._estimate(images, [rows])
             kept, boxes = tracker.follow(ids, kpts, t)
             rows[:, 2:6] = boxes
             rows, kpts, ids = rows[kept], kpts[kept], ids[kept]
