@@ -105,6 +105,26 @@ def test_an_interrupted_run_leaves_a_playable_video(fake, tmp_path, capsys):
     assert last_line(capsys.readouterr().err) == "posepipe: error: interrupted"
 
 
+def test_a_stream_that_changes_size_keeps_one_video(fake, tmp_path, capsys):
+    class Switching(FakeVideoPipeline):
+        def predict(self, input, det_threshold=None, **kwargs):
+            stream = stream_of("cam.mp4")
+            results = frame_results(stream, 3) + frame_results(stream_of("cam.mp4", size=(320, 240)), 4, size=(320, 240))
+            for n, result in enumerate(results):
+                result["frame_index"] = n
+                result.metadata["video"] = stream
+                yield result
+
+    fake.pipeline = Switching()
+    out = tmp_path / "out"
+    assert cli.main(["--input", str(tmp_path / "cam.mp4"), "--save_path", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "changed from 160x120 to 320x240 at frame 3" in err
+    frames = read_frames(out / "cam_res.mp4")
+    assert len(frames) == 7 and all(f.shape == (120, 160, 3) for f in frames)
+    assert len((out / "cam_res.jsonl").read_text().splitlines()) == 7
+
+
 # --- with the real pipeline on the shared models ---------------------------------------
 
 
@@ -170,3 +190,23 @@ def test_real_camera_that_cannot_open_is_one_line(real_yaml, capsys):
     assert last_line(capsys.readouterr().err) == (
         "posepipe: error: camera 97: cannot open the camera: no such device, no permission, or it is in use"
     )
+
+
+def test_real_run_opens_each_video_once_and_still_counts_its_frames(real_yaml, walk, shared_dir, tmp_path, capsys, monkeypatch):
+    import posepipe.video
+
+    opened = []
+    real_init = posepipe.video.PyAVReader.__init__
+
+    def counting_init(self, video):
+        opened.append(video.name)
+        real_init(self, video)
+
+    monkeypatch.setattr(posepipe.video.PyAVReader, "__init__", counting_init)
+    photo = shared_dir / "photos" / "hrnet_demo.jpg"
+    code = cli.main(["--pipeline", str(real_yaml), "--input", str(walk), str(photo), "--stride", "4",
+                     "--backend", "onnxruntime"])
+    assert code == 0
+    assert opened == [str(walk)]  # by predict only: the progress bar takes its count from that reader
+    err = capsys.readouterr().err
+    assert "4/4" in err  # 3 frames (12 at stride 4) and the photo

@@ -278,3 +278,39 @@ def test_memory_stays_flat_over_a_long_video(pipeline, shared_dir, tmp_path):
     assert max(samples) - samples[0] < 0.05 * samples[0]
     # No steady climb either: the last fifty frames sit where the first fifty did.
     assert np.mean(samples[-50:]) - np.mean(samples[:50]) < 10.0
+
+
+def test_two_videos_of_one_name_in_one_call_keep_their_files_apart(pipeline, clip, tmp_path):
+    from posepipe.writers import ResultSaver
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "walk.mp4").write_bytes(clip.read_bytes())
+    results = list(pipeline.predict([str(tmp_path / "a" / "walk.mp4"), str(tmp_path / "b" / "walk.mp4")], stride=30))
+    assert [r["frame_index"] for r in results] == [0, 30, 0, 30]
+    names = [r.save_to_json(tmp_path / "frames").name for r in results]
+    assert names == ["walk_000000_res.json", "walk_000030_res.json", "walk-2_000000_res.json", "walk-2_000030_res.json"]
+    assert results[3].save_to_img(tmp_path / "frames").name == "walk-2_000030_res.png"
+    with ResultSaver(tmp_path / "out", images=False) as saver:
+        for r in results:
+            saver.save(r)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["walk-2_res.jsonl", "walk_res.jsonl"]
+
+
+def test_videos_run_on_the_pipelines_public_stages(pipeline, clip, monkeypatch):
+    """streaming.py needs only what any KeypointPipeline exposes (its detector
+    and keypoint stages), not the pipeline's private helpers."""
+    expected = list(pipeline.predict(str(clip), stride=30, det_frequency=2))
+
+    def private(*args, **kwargs):
+        raise AssertionError("a private pipeline method was called")
+
+    monkeypatch.setattr(pipeline, "_detect", private)
+    monkeypatch.setattr(pipeline, "_estimate", private)
+    results = list(pipeline.predict(str(clip), stride=30, det_frequency=2))
+    assert [r["frame_index"] for r in results] == [0, 30] and results[0]["boxes"]
+    for got, want in zip(results, expected):
+        assert [b["track_id"] for b in got["boxes"]] == [b["track_id"] for b in want["boxes"]]
+        np.testing.assert_array_equal(np.stack([b["keypoints"] for b in got["boxes"]]), np.stack([b["keypoints"] for b in want["boxes"]]))
+        assert set(got.metadata["timings_s"]) >= {"crops", "kpt_infer", "kpt_decode"}
+    assert set(results[0].metadata["timings_s"]) >= {"det_infer", "kpt_infer"}

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posepipe.result import KeypointResult
+from posepipe.result import KeypointResult, SaveNames
 from posepipe.streaming import VideoStream
 from posepipe.video import Video, VideoInfo
 from posepipe.writers import AnnotatedVideoWriter, JsonLinesWriter, ResultSaver, annotate, track_colour
@@ -113,12 +113,32 @@ def test_live_frames_keep_their_capture_times(tmp_path):
     assert times == pytest.approx([0.0, 0.041, 0.09, 0.5, 0.52, 0.521], abs=1e-3)
 
 
-def test_a_frame_of_another_size_is_refused(tmp_path):
-    writer = AnnotatedVideoWriter(tmp_path / "x.mp4", 160, 120, 10.0)
-    [result] = frame_results(stream_of(size=(80, 60)), 1, size=(80, 60))
-    with pytest.raises(ValueError, match="is 80x60, the video 160x120"):
-        writer.write(result)
-    writer.close()
+def test_frames_of_another_size_are_fitted_into_the_video(tmp_path, caplog):
+    """A stream that switches resolution mid-way (HLS, RTSP) keeps one video:
+    later frames are drawn at their own size, then scaled in with their aspect
+    kept, with one warning; the JSON lines keep their own coordinates."""
+    stream = stream_of(size=(160, 120))
+    small = frame_results(stream_of(size=(80, 60)), 3, size=(80, 60))
+    wide = frame_results(stream_of(size=(320, 120)), 2, size=(320, 120))
+    results = frame_results(stream, 2) + small + wide
+    for n, r in enumerate(results):
+        r["frame_index"], r["timestamp_s"] = n, n / 10
+        r.metadata["video"] = stream
+    with ResultSaver(tmp_path) as saver:
+        for r in results:
+            saver.save(r)
+    frames, _, _ = read_back(tmp_path / "walk_res.mp4")
+    assert len(frames) == 7 and all(f.shape == (120, 160, 3) for f in frames)
+    # 80x60 -> the whole 160x120 frame; 320x120 -> 160x60 between black bands.
+    expected = cv2.resize(annotate(small[1]), (160, 120), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(frames[3].astype(int) - expected).mean() < 6
+    assert frames[5][:25].max() < 40 and frames[5][-25:].max() < 40
+    band = cv2.resize(annotate(wide[0]), (160, 60), interpolation=cv2.INTER_AREA)
+    assert np.abs(frames[5][30:90].astype(int) - band).mean() < 6
+    warnings = [r.getMessage() for r in caplog.records if "scaled to fit" in r.getMessage()]
+    assert len(warnings) == 1 and "changed from 160x120 to 80x60 at frame 2" in warnings[0]
+    lines = [json.loads(line) for line in (tmp_path / "walk_res.jsonl").read_text().splitlines()]
+    assert [line["boxes"][0]["coordinate"] for line in lines] == [r.json["res"]["boxes"][0]["coordinate"] for r in results]
 
 
 def test_json_lines_are_what_save_to_json_writes(tmp_path):
@@ -179,3 +199,28 @@ def test_two_videos_of_one_name_do_not_overwrite_each_other(tmp_path):
             saver.save(r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Walk-2_res.jsonl", "walk_res.jsonl"]
     assert len((tmp_path / "Walk-2_res.jsonl").read_text().splitlines()) == 3
+
+
+def test_one_runs_names_serve_frames_and_video_files(tmp_path, caplog):
+    """SaveNames claims a video's stem once: its frames' save_to_* files and
+    ResultSaver's video files take the same one, and no image takes a name a
+    frame has."""
+    image = np.zeros((4, 4, 3), np.uint8)
+    names = SaveNames()
+    first = [names.claim(r) for r in frame_results(stream_of("a/clip.mp4"), 2, step=42)]
+    second = [names.claim(r) for r in frame_results(stream_of("b/CLIP.mkv"), 2, step=42)]
+    photo = names.claim(KeypointResult.from_arrays("c/clip_000042.jpg", image, np.zeros((0, 6)), np.zeros((0, 17, 3))))
+    third = [names.claim(r) for r in frame_results(stream_of("d/photo_000001.mp4"), 1)]
+    late = names.claim(KeypointResult.from_arrays("e/photo_000001_000000.png", image, np.zeros((0, 6)), np.zeros((0, 17, 3))))
+    assert first[1].save_to_json(tmp_path / "frames").name == "clip_000042_res.json"
+    assert second[1].save_to_json(tmp_path / "frames").name == "CLIP-2_000042_res.json"
+    assert second[1].save_to_img(tmp_path / "frames").name == "CLIP-2_000042_res.png"
+    assert photo.save_to_json(tmp_path / "frames").name == "clip_000042-2_res.json"
+    assert third[0].save_to_json(tmp_path / "frames").name == "photo_000001_000000_res.json"
+    assert late.save_to_json(tmp_path / "frames").name == "photo_000001_000000-2_res.json"
+    with ResultSaver(tmp_path / "out", images=False) as saver:
+        for r in [*first, *second]:
+            saver.save(r)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CLIP-2_res.jsonl", "clip_res.jsonl"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings.count("b/CLIP.mkv: saved as CLIP-2_* since clip_* is a/clip.mp4's in this run") == 1  # once per video

@@ -33,7 +33,7 @@ from .ray.settings import RayBatchSettings, RayCluster
 from .result import colour
 from .smoothing import OneEuroSettings
 from .stages import run_stages
-from .streaming import StreamOptions, frames_total, stream_arguments
+from .streaming import ResultCount, StreamOptions, stream_arguments
 from .writers import ResultSaver
 
 
@@ -162,12 +162,13 @@ def _predict(args: argparse.Namespace) -> int:
         # results are saved on a thread of their own while the next frames run,
         # and they are not printed (one .jsonl line each instead).
         videos = any(s.kind == "video" for s in sources)
-        total = frames_total(sources, video_args.get("stride", 1)) if videos else len(sources)
+        count = ResultCount(sources, video_args.get("stride", 1))
         saver = ResultSaver(save_path, images=not args.no_img) if save_path is not None else None
         failed = 0
         try:
             with tqdm(
-                total=total, unit="frame" if videos else "img", file=sys.stderr, disable=args.quiet or (total or 2) < 2
+                total=count.total, unit="frame" if videos else "img", file=sys.stderr,
+                disable=args.quiet or (not videos and len(sources) < 2),
             ) as bar:
                 results = pipeline.predict(sources, det_threshold=threshold, **video_args)
                 if videos and saver is not None:
@@ -182,6 +183,8 @@ def _predict(args: argparse.Namespace) -> int:
                                 tqdm.write(colour(result.to_text(), sys.stderr), file=sys.stderr)
                             if saver is not None and not videos:
                                 saver.save(result)
+                        if count.update(result):
+                            bar.total = count.total
                         bar.update()
         finally:
             if saver is not None:

@@ -187,9 +187,7 @@ class KeypointPipeline:
         stream_options = StreamOptions.from_arguments(det_frequency, track, smooth, stride)
         names = SaveNames()
         for result in self._predict(input, det_threshold, stream_options):
-            # A video's frames are named by their index (clip_000042_res.*), never
-            # twice; SaveNames would only hold one entry per frame for nothing.
-            yield result if result.get("frame_index") is not None else names.claim(result)
+            yield names.claim(result)
 
     def _predict(
         self, input: Any, det_threshold: Optional[float], stream_options: StreamOptions = StreamOptions()

@@ -8,8 +8,9 @@ multi-page file also has `page_index` (after `input_path`, as in PaddleX's
 results that carry pages), a failed input `error` and no boxes.
 
 File names: PaddleX's `{stem}_res.json` / `{stem}_res{suffix}`, and
-`{stem}_{page}_res...` for a page. SaveNames keeps the results of one run
-(one predict call) from sharing a name."""
+`{stem}_{page}_res...` for a page, `{stem}_{frame:06d}_res...` for a video's
+frame. SaveNames keeps the results of one run (one predict call) from
+sharing a name."""
 from __future__ import annotations
 
 import io
@@ -18,7 +19,9 @@ import logging
 import os
 import mimetypes
 import random
+import re
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -53,10 +56,9 @@ class KeypointResult(dict):
         # Backends, timings and the like: for the caller, never in print or json.
         self.metadata: Dict[str, Any] = {}
         self._random_name: Optional[str] = None
-        # Set by SaveNames: the stem this result's files take in its run, and
-        # (stem, input) of the earlier result whose name it would otherwise share.
-        self._stem: Optional[str] = None
-        self._renamed_from: Optional[Tuple[str, str]] = None
+        # Set by SaveNames: the stem this result's files take in its run (a
+        # video's frames share their video's).
+        self._claim: Optional[StemClaim] = None
 
     @classmethod
     def from_arrays(
@@ -184,7 +186,7 @@ class KeypointResult(dict):
         """The names save_to_json and save_to_img give this result's files in a
         folder: `{stem}_res.json` and `{stem}_res{suffix}` (the input's image
         suffix, else .png). `warn`: say, once, when SaveNames renamed it."""
-        stem = self._save_stem() if warn else (self._stem or self._natural_stem())
+        stem = self._save_stem(warn)
         name = Path(self._input_name())
         suffix = name.suffix if _is_image_name(name) else ".png"
         return f"{stem}_res.json", f"{stem}_res{suffix}"
@@ -194,17 +196,36 @@ class KeypointResult(dict):
         self.save_to_json(save_path)
         self.save_to_img(save_path)
 
-    def _save_stem(self) -> str:
-        """The stem of this result's files: its run's (SaveNames), else PaddleX's."""
-        if self._stem is None:
+    def _save_stem(self, warn: bool = True) -> str:
+        """The stem of this result's files: its run's (SaveNames), else PaddleX's;
+        a video's frame adds its index to its video's (clip_000042)."""
+        frame = self.get("frame_index")
+        if self._claim is None:
             return self._natural_stem()
-        if self._renamed_from is not None:
-            log.warning("%s: saved as %s_res.* since %s_res.* is %s's in this run", self._label(), self._stem, *self._renamed_from)
-            self._renamed_from = None  # said once per result
-        return self._stem
+        stem = self._claim.use() if warn else self._claim.stem
+        return stem if frame is None else frame_stem(stem, frame)
+
+    @property
+    def named_by_run(self) -> bool:
+        """Whether a run's SaveNames chose this result's stem."""
+        return self._claim is not None
+
+    def video_stem(self, warn: bool = True) -> Optional[str]:
+        """For a video's frame: the stem of its video's files (`{stem}_res.mp4`),
+        its run's (SaveNames) else the video's own; None for other results."""
+        stream = self.metadata.get("video")
+        if stream is None:
+            return None
+        if self._claim is None:
+            return stream.video.stem
+        return self._claim.use() if warn else self._claim.stem
 
     def _natural_stem(self) -> str:
-        """PaddleX's stem: the input's, with `_{page}` for a page (BaseCVResult._get_input_fn)."""
+        """PaddleX's stem: the input's, with `_{page}` for a page (BaseCVResult._get_input_fn);
+        a video's frame: its video's stem and its index."""
+        stream = self.metadata.get("video")
+        if stream is not None and self.get("frame_index") is not None:
+            return frame_stem(stream.video.stem, self["frame_index"])
         stem = Path(self._input_name()).stem
         page = self.get("page_index")
         return stem if page is None else f"{stem}_{page}"
@@ -235,27 +256,95 @@ class KeypointResult(dict):
         return name
 
 
+def frame_stem(video_stem: str, frame_index: int) -> str:
+    """The stem of one frame's files: clip_000042."""
+    return f"{video_stem}_{int(frame_index):06d}"
+
+
+_FRAME_STEM = re.compile(r"(.+)_\d{6,}")
+
+
+class StemClaim:
+    """A stem SaveNames gave out: to one image's result, or to a video, whose
+    frames all share it."""
+
+    def __init__(self, stem: str, label: str, files: str, taken_by: Optional[Tuple[str, str]]):
+        self.stem = stem
+        self._label = label  # the input, as the warning names it
+        self._files = files  # what the warning calls its files: "_res.*" (an image), "_*" (a video)
+        self._taken_by = taken_by  # (stem, input) of the earlier result that has the natural stem
+        self._lock = threading.Lock()  # a video's frames may be saved from several threads
+
+    def use(self) -> str:
+        """The stem, saying once that it is not the natural one."""
+        with self._lock:
+            taken_by, self._taken_by = self._taken_by, None
+        if taken_by is not None:
+            files = self._files
+            log.warning("%s: saved as %s%s since %s%s is %s's in this run", self._label, self.stem, files, taken_by[0], files, taken_by[1])
+        return self.stem
+
+
 class SaveNames:
     """The file stems of one run's results (one predict call, one CLI run):
     PaddleX's stem when no earlier result of the run has it, compared without
     case (macOS and Windows folders ignore it), else the stem with `-2`, `-3`,
-    ... appended, the first number free. Deterministic: it depends only on the
-    inputs and their order, not on which of them fail."""
+    ... appended, the first number free. A video claims its stem once, for
+    all its frames (`{stem}_{frame:06d}_res.*`) and its video files
+    (`{stem}_res.mp4`), and no image takes a name its frames may have.
+    Deterministic: it depends only on the inputs and their order, not on
+    which of them fail."""
 
     def __init__(self) -> None:
         self._owners: Dict[str, Tuple[str, str]] = {}  # casefolded stem -> (stem, input) of the result that has it
+        self._video_stems: set = set()  # casefolded stems claimed by videos
+        self._video: Optional[Tuple[Any, StemClaim]] = None  # the last video's stream and claim
 
     def claim(self, result: KeypointResult) -> KeypointResult:
-        natural = result._natural_stem()
+        stream = result.metadata.get("video")
+        if stream is None and self._video is not None and result.error is not None:
+            if result.get("input_path") == self._video[0].video.input_path:
+                # A video that fails after frames: its failed result is the same input.
+                result._claim = self._video[1]
+                return result
+        if stream is None:
+            result._claim = self._claim(result._natural_stem(), result._label(), video=False)
+        else:
+            if self._video is None or self._video[0] is not stream:
+                self._video = (stream, self._claim(stream.video.stem, stream.video.input_path, video=True))
+            result._claim = self._video[1]
+        return result
+
+    def _claim(self, natural: str, label: str, video: bool) -> StemClaim:
         stem, number = natural, 1
-        while stem.casefold() in self._owners:
+        while self._taken(stem, video):
             number += 1
             stem = f"{natural}-{number}"
+        taken_by = None
         if stem != natural:
-            result._renamed_from = self._owners[natural.casefold()]
-        self._owners[stem.casefold()] = (stem, result._label())
-        result._stem = stem
-        return result
+            taken_by = self._owners.get(natural.casefold()) or self._frame_owner(natural, video)
+        self._owners[stem.casefold()] = (stem, label)
+        if video:
+            self._video_stems.add(stem.casefold())
+        return StemClaim(stem, label, "_*" if video else "_res.*", taken_by)
+
+    def _taken(self, stem: str, video: bool) -> bool:
+        return stem.casefold() in self._owners or self._frame_owner(stem, video) is not None
+
+    def _frame_owner(self, stem: str, video: bool) -> Optional[Tuple[str, str]]:
+        """The owner of a name that a video's frames and an image would share:
+        for an image stem, the video whose frame it names; for a video stem,
+        an image named like one of its frames."""
+        if not video:
+            match = _FRAME_STEM.fullmatch(stem)
+            if match is None or match.group(1).casefold() not in self._video_stems:
+                return None
+            return self._owners[match.group(1).casefold()]
+        prefix = stem.casefold() + "_"
+        for key, owner in self._owners.items():
+            if key.startswith(prefix) and _FRAME_STEM.fullmatch(key) and key[len(prefix):].isdigit():
+                return owner
+        return None
 
 
 def _is_image_name(path: Path) -> bool:

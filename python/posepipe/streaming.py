@@ -187,10 +187,14 @@ class FrameLoop:
     ):
         self.pipeline = pipeline
         self.stream = stream
-        self.det_threshold = det_threshold
         self.options = options
         self.tracker = Tracker(options.tracker) if options.needs_tracks else None
         self.smoother = PoseSmoother(options.smoothing) if options.smooth else None
+        # The stage functions, not predict_boxes / estimate_keypoints: those leave out the stage times.
+        from .pipeline import detect_persons, estimate_keypoints  # pipeline.py imports this module
+
+        self._detect = lambda images: detect_persons(pipeline.detector, images, det_threshold)
+        self._estimate = lambda images, rows: estimate_keypoints(pipeline.keypoints, images, rows)[:2]
 
     def step(self, frame: VideoFrame) -> KeypointResult:
         """The result of the next frame."""
@@ -203,8 +207,8 @@ class FrameLoop:
             scheduled = True
             stream.extra_detector_frames += 1
         if scheduled:
-            [rows], timings = self.pipeline._detect(images, self.det_threshold)
-            [kpts], kpt_timings = self.pipeline._estimate(images, [rows])
+            [rows], timings = self._detect(images)
+            [kpts], kpt_timings = self._estimate(images, [rows])
             timings.update(kpt_timings)
             stream.detector_frames += 1
             if tracker is not None:
@@ -212,7 +216,7 @@ class FrameLoop:
         else:
             ids, boxes, scores = tracker.propagate(t)
             rows = _rows(boxes, scores)
-            [kpts], timings = self.pipeline._estimate(images, [rows])
+            [kpts], timings = self._estimate(images, [rows])
             kept, boxes = tracker.follow(ids, kpts, t)
             rows[:, 2:6] = boxes
             rows, kpts, ids = rows[kept], kpts[kept], ids[kept]
@@ -268,27 +272,26 @@ def stream_arguments(args: Any) -> Dict[str, Any]:
     return arguments
 
 
-def frames_total(sources: Sequence["Source"], stride: int = 1) -> Optional[int]:
-    """How many results `predict` will give for these sources: one per image,
-    one per processed frame of a video file (from its header); None when a
-    live source makes the count open-ended. A video that cannot be opened
-    counts one (its failed result)."""
-    total = 0
-    for source in sources:
-        if source.kind != "video":
-            total += 1
-            continue
-        video: Video = source.data
-        if video.is_live:
-            return None
-        try:
-            reader = open_video(video)
-        except InputError:
-            total += 1
-            continue
-        with reader:
-            count = reader.info.frame_count
-        if count is None:
-            return None
-        total += max(1, math.ceil(count / stride))
-    return total
+class ResultCount:
+    """How many results `predict` will give for these sources, for a progress
+    bar: one per image, one per processed frame of a video file. A file's
+    count comes from the header of the reader `predict` opens, when its first
+    frame arrives (until then it counts one, as a video that cannot be opened
+    gives one failed result); `total` is None once a live source or a file
+    without a frame count makes it open-ended."""
+
+    def __init__(self, sources: Sequence["Source"], stride: int = 1):
+        live = any(s.kind == "video" and s.data.is_live for s in sources)
+        self.total: Optional[int] = None if live else len(sources)
+        self._stride = stride
+        self._stream: Optional[VideoStream] = None
+
+    def update(self, result: KeypointResult) -> bool:
+        """Count in the video of this result, if it is new; True when `total` changed."""
+        stream = result.metadata.get("video")
+        if stream is None or stream is self._stream or self.total is None:
+            return False
+        self._stream = stream
+        count = stream.info.frame_count
+        self.total = None if count is None else self.total - 1 + max(1, math.ceil(count / self._stride))
+        return True

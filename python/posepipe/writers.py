@@ -1,9 +1,11 @@
 """Saving a video's results: an annotated video and one JSON line per frame.
 
     {stem}_res.mp4    every processed frame with the skeletons, the boxes and
-                      the track IDs drawn; the source's size, and its frame
-                      rate and timing (a frame keeps its timestamp, so a stride
-                      or a dropped live frame shows as a longer frame).
+                      the track IDs drawn; the size of the source's first
+                      frame (a later frame of another size is scaled to fit,
+                      aspect kept), and its frame rate and timing (a frame
+                      keeps its timestamp, so a stride or a dropped live frame
+                      shows as a longer frame).
                       H.264 (libx264) where the size allows, else MPEG-4 part 2.
     {stem}_res.jsonl  per frame, the dict `save_to_json` writes for it, on one line.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,10 +27,12 @@ import numpy as np
 
 from .draw import draw_keypoints
 from .errors import PosepipeError
-from .result import KeypointResult
+from .result import KeypointResult, SaveNames
 from .video import INSTALL_HINT
 
 PathLike = Union[str, Path]
+
+log = logging.getLogger("posepipe")
 
 # libx264 at a preset that encodes 768x576 in a few ms per frame on one thread,
 # at a quality where thin skeleton lines stay crisp.
@@ -60,6 +65,18 @@ def annotate(result: KeypointResult) -> np.ndarray:
             cv2.rectangle(image, (x1, top), (x1 + w + 4, top + h + base + 2), colour, -1)
             cv2.putText(image, label, (x1 + 2, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return image
+
+
+def fit(image: np.ndarray, size: tuple) -> np.ndarray:
+    """The image scaled to fit (width, height), its aspect kept, centred on black."""
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    out[top : top + h, left : left + w] = cv2.resize(image, (w, h), interpolation=interpolation)
+    return out
 
 
 def track_colour(track_id: int) -> tuple:
@@ -101,13 +118,21 @@ class AnnotatedVideoWriter:
         self._stream.time_base = self._time_base
         self._stream.codec_context.time_base = self._time_base
         self._last_pts = -1
+        self._resized = False  # said once that frames of another size are scaled
 
     def write(self, result: KeypointResult) -> None:
         image = annotate(result)
         if (image.shape[1], image.shape[0]) != self.size:
-            raise ValueError(
-                f"{self.path}: frame {result.get('frame_index')} is {image.shape[1]}x{image.shape[0]}, the video {self.size[0]}x{self.size[1]}"
-            )
+            # A stream that switches resolution (HLS, RTSP) keeps one video:
+            # the frame is drawn at its own size, then fitted in.
+            if not self._resized:
+                log.warning(
+                    "%s: the source changed from %dx%d to %dx%d at frame %s; such frames are scaled to fit the video "
+                    "(the .jsonl keeps their own coordinates)",
+                    self.path, *self.size, image.shape[1], image.shape[0], result.get("frame_index"),
+                )
+                self._resized = True
+            image = fit(image, self.size)
         if self.live:
             pts = int(round(result["timestamp_s"] / self._time_base))
         else:
@@ -174,9 +199,11 @@ class ResultSaver:
 
     Still images: `{stem}_res.json` and `{stem}_res.<ext>` (images=False: the
     JSON only). Videos: `{stem}_res.mp4` (images=False: none) and
-    `{stem}_res.jsonl` (`{stem}-2_res.*` for a second video of the same
-    name), finished when the next input's results begin, and at close.
-    Failed results save nothing."""
+    `{stem}_res.jsonl`, finished when the next input's results begin, and at
+    close. Stems are the ones `predict` gave its results (result.SaveNames:
+    `{stem}-2_res.*` for a second video of the same name); results made
+    otherwise are named by a SaveNames of the saver's own. Failed results
+    save nothing."""
 
     def __init__(self, save_path: PathLike, images: bool = True):
         self.save_path = Path(save_path)
@@ -184,7 +211,7 @@ class ResultSaver:
         self.videos: List[SavedVideo] = []  # one per video seen, in order
         self._writers: List[Any] = []
         self._stream: Any = None
-        self._stems: set = set()  # video stems written, casefolded
+        self._names = SaveNames()  # for results that come without a run's names
 
     def save(self, result: KeypointResult) -> None:
         stream = result.metadata.get("video")
@@ -192,6 +219,8 @@ class ResultSaver:
             self._finish_video()
         if result.error is not None:
             return
+        if not result.named_by_run:
+            self._names.claim(result)
         if stream is None:
             result.save_to_json(self.save_path)
             if self.images:
@@ -209,13 +238,7 @@ class ResultSaver:
         return result
 
     def _start_video(self, stream: Any, result: KeypointResult) -> None:
-        # Two videos of one name (a/clip.mp4, b/clip.mp4) must not overwrite
-        # each other: the later one gets -2, -3, ... as SaveNames does for images.
-        stem, number = stream.video.stem, 1
-        while (stem if number == 1 else f"{stem}-{number}").casefold() in self._stems:
-            number += 1
-        stem = stem if number == 1 else f"{stem}-{number}"
-        self._stems.add(stem.casefold())
+        stem = result.video_stem()
         saved = SavedVideo(stream)
         self.videos.append(saved)
         self._stream = stream
