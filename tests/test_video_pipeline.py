@@ -17,7 +17,7 @@ import pytest
 import posepipe
 import posepipe.streaming
 from posepipe.errors import ConfigError, InputError
-from posepipe.tracking import box_iou
+from posepipe.oks import box_iou
 from posepipe.video import Video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
