@@ -13,7 +13,7 @@ Two deployments:
             inference thread. It decodes the file (serving.inputs, the same
             limits), Ray Serve's `@serve.batch` forms the detector
             batches (max_batch, max_wait_ms); each batch runs through
-            serving.stages.run_frames (person caps, keypoint steps, failure
+            serving.stage_calls.run_frames (person caps, keypoint steps, failure
             isolation), and the reply's `result` (JPEG included) is made here.
 
 What differs from `posepipe serve`: `max_queue` counts the requests an
@@ -44,7 +44,7 @@ from ..serving.engine import PipelineSpec, build_pipeline, check_pipeline, is_co
 from ..serving.errors import ApiError
 from ..serving.responses import result_payload
 from ..serving.settings import ServingSettings
-from ..serving.stages import run_frames
+from ..serving.stage_calls import run_frames
 from .settings import RayServeSettings, threads_for
 
 log = logging.getLogger("posepipe.serving")

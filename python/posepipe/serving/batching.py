@@ -38,7 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .stages import Stages, best, isolated
+from .stage_calls import Stages, best, isolated
 
 log = logging.getLogger("posepipe.serving")
 

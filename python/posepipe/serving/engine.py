@@ -23,7 +23,7 @@ from . import inputs
 from .batching import Batcher
 from .responses import result_payload
 from .settings import ServingSettings
-from .stages import has_stages
+from .stage_calls import has_stages
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import ServingRuntime
