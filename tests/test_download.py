@@ -310,8 +310,11 @@ _DOWNLOADER = "from posepipe.models.official import resolve_model_dir; resolve_m
 def _start_download_subprocess(env) -> subprocess.Popen:
     tmp, _, url, _ = env
     child_env = dict(os.environ, POSEPIPE_MODEL_BASE_URL=f"{url}/drip")
+    # A shell's background job starts with SIGINT ignored, and Python then
+    # keeps it ignored: give the child a terminal's default, as Ctrl-C meets it.
     proc = subprocess.Popen([sys.executable, "-c", _DOWNLOADER.format(name=NAME)], env=child_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     cache = tmp / "posepipe" / "models"
     deadline = time.monotonic() + 60
     while not any((cache / p / "model.tar").exists() for p in _partials(cache)):
@@ -323,7 +326,11 @@ def _start_download_subprocess(env) -> subprocess.Popen:
 def test_ctrl_c_during_a_download_leaves_no_folder_behind(env):
     proc = _start_download_subprocess(env)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
     assert proc.returncode != 0 and b"KeyboardInterrupt" in stderr
     assert _partials(env[0] / "posepipe" / "models") == []
 

@@ -86,10 +86,13 @@ def read_header(f: BinaryIO, size: int, name: str, max_pixels: Optional[int], pa
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
-def oriented_size(f: BinaryIO, size: int, header: Header) -> Tuple[int, int]:
+def oriented_size(f: BinaryIO, size: int, header: Header) -> Optional[Tuple[int, int]]:
     """(width, height) of the image as the pipeline decodes it: OpenCV turns
     JPEG and PNG by their EXIF orientation, Pillow TIFF pages by their
-    Orientation tag, WebP stays as stored; orientations 5-8 swap the sides."""
+    Orientation tag; orientations 5-8 swap the sides. None for WebP: OpenCV
+    4 keeps it as stored and OpenCV 5 turns it, so only a decode can tell."""
+    if header.format == "WEBP":
+        return None
     orientation = header.orientation if header.format == "TIFF" else _exif_orientation(_Reader(f, size), header)
     if orientation in (5, 6, 7, 8):
         return header.height, header.width

@@ -326,11 +326,12 @@ def _header_size(path: Path, limits: InputLimits) -> Tuple[Optional[Tuple[int, i
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             header = probe.read_header(f, size, str(path), limits.max_pixels)
-            return probe.oriented_size(f, size, header), None
+            oriented = probe.oriented_size(f, size, header)
     except InputError as e:
         return None, e.problem
     except OSError as e:
         return None, f"cannot read: {e.strerror or e}"
+    return (oriented, None) if oriented is not None else _decoded_size(path, limits)
 
 
 def _where(kind: str, entries: str, entry: Any, index: int) -> str:
