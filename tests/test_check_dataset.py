@@ -12,6 +12,7 @@ from typing import Callable
 import cv2
 import pytest
 
+from posepipe import probe
 from posepipe.cli import main as cli_main
 from posepipe.errors import DatasetError
 from posepipe.evaluation import check_dataset
@@ -221,4 +222,7 @@ def test_header_sizes_follow_exif_orientation_as_the_decoder_does(dataset, fmt, 
     turned = orientation in (6, 8)
     if fmt == "WEBP":  # OpenCV 4 keeps a WebP as stored, OpenCV 5 turns it: the installed one decides
         turned = turned and cv2.imread(str(image)).shape[:2] == (640, 425)
+        with open(image, "rb") as f:  # so the header-only check decodes it
+            size = image.stat().st_size
+            assert probe.oriented_size(f, size, probe.read_header(f, size, str(image), 1 << 26)) is None
     assert header_only.usable is not turned  # turned: 425x640 against the annotated 640x425

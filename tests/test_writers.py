@@ -224,3 +224,31 @@ def test_one_runs_names_serve_frames_and_video_files(tmp_path, caplog):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["CLIP-2_res.jsonl", "clip_res.jsonl"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings.count("b/CLIP.mkv: saved as CLIP-2_* since clip_* is a/clip.mp4's in this run") == 1  # once per video
+
+
+def test_videos_of_separate_runs_into_one_saver_keep_their_files(tmp_path, caplog):
+    """Each predict call names its videos apart only within the call; one
+    saver fed by two calls still never writes a video over an earlier one."""
+    runs = [[SaveNames().claim(r) for r in frame_results(stream_of(f"{folder}/walk.mp4"), n)] for folder, n in (("a", 2), ("b", 3))]
+    assert [run[0].video_stem(warn=False) for run in runs] == ["walk", "walk"]
+    with ResultSaver(tmp_path, images=False) as saver:
+        for run in runs:
+            for r in run:
+                saver.save(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk-2_res.jsonl", "walk_res.jsonl"]
+    assert len((tmp_path / "walk-2_res.jsonl").read_text().splitlines()) == 3
+    assert "walk_res.*: saved as walk-2_res.* since this saver wrote an earlier video under that name" in caplog.text
+
+
+def test_named_results_pickle_and_copy(tmp_path):
+    """Results of a run travel between processes (multiprocessing, Ray) and
+    keep the names their run gave them."""
+    import copy
+    import pickle
+
+    names = SaveNames()
+    [first] = [names.claim(r) for r in frame_results(stream_of("a/clip.mp4"), 1)]
+    [second] = [names.claim(r) for r in frame_results(stream_of("b/clip.mp4"), 1)]
+    for clone in (pickle.loads(pickle.dumps(second)), copy.deepcopy(second)):
+        assert clone.save_to_json(tmp_path).name == second.save_to_json(tmp_path / "x").name == "clip-2_000000_res.json"
+    assert first.save_to_json(tmp_path).name == "clip_000000_res.json"

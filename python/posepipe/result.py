@@ -275,6 +275,14 @@ class StemClaim:
         self._taken_by = taken_by  # (stem, input) of the earlier result that has the natural stem
         self._lock = threading.Lock()  # a video's frames may be saved from several threads
 
+    def __getstate__(self) -> dict:
+        # Results travel between processes (pools, Ray): a lock does not.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def use(self) -> str:
         """The stem, saying once that it is not the natural one."""
         with self._lock:

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any, List, Optional, Union
+from typing import IO, Any, List, Optional, Set, Union
 
 import cv2
 import numpy as np
@@ -212,6 +212,7 @@ class ResultSaver:
         self._writers: List[Any] = []
         self._stream: Any = None
         self._names = SaveNames()  # for results that come without a run's names
+        self._video_stems: Set[str] = set()  # casefolded, of the videos written so far
 
     def save(self, result: KeypointResult) -> None:
         stream = result.metadata.get("video")
@@ -238,7 +239,7 @@ class ResultSaver:
         return result
 
     def _start_video(self, stream: Any, result: KeypointResult) -> None:
-        stem = result.video_stem()
+        stem = self._unused_video_stem(result.video_stem())
         saved = SavedVideo(stream)
         self.videos.append(saved)
         self._stream = stream
@@ -250,6 +251,17 @@ class ResultSaver:
         jsonl = JsonLinesWriter(self.save_path / f"{stem}_res.jsonl")
         self._writers.append(jsonl)
         saved.files.append(jsonl.path)
+
+    def _unused_video_stem(self, stem: str) -> str:
+        """Separate predict calls name their videos apart only within each call;
+        a video never replaces an earlier one of this saver: `-2`, `-3`, ..."""
+        chosen, number = stem, 2
+        while chosen.casefold() in self._video_stems:
+            chosen, number = f"{stem}-{number}", number + 1
+        if chosen != stem:
+            log.warning("%s_res.*: saved as %s_res.* since this saver wrote an earlier video under that name", stem, chosen)
+        self._video_stems.add(chosen.casefold())
+        return chosen
 
     def _finish_video(self) -> None:
         writers, self._writers, self._stream = self._writers, [], None

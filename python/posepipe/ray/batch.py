@@ -272,10 +272,10 @@ def run_batch(
     settings = settings or RayBatchSettings()
     det_threshold = check_threshold(det_threshold, "det_threshold")
     config = portable_config(pipeline)
-    save_folder = Path(save_path)
-    save_folder.mkdir(parents=True, exist_ok=True)
     planned = _plan(input)
     check_sources(item.source for item in planned)
+    save_folder = Path(save_path)
+    save_folder.mkdir(parents=True, exist_ok=True)
     report = BatchReport(total=len(planned))
     batch_size = load_config(None, config).detector.batch_size
     # The local run's detector batches; those with something missing run again whole.
