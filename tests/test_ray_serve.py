@@ -187,14 +187,15 @@ def test_a_request_that_comes_while_the_models_load_waits_for_them(cluster, shar
         serve.delete("slow")
 
 
-def test_a_killed_replica_costs_only_its_requests_and_is_replaced(cluster, shared_dir):
+def test_a_killed_replica_costs_only_its_requests_and_is_replaced(cluster, shared_dir, tmp_path):
     """Two replicas, each batch 0.5 s; one replica is killed (SIGKILL) while
     both hold requests. Its requests get 503 in PaddleX's envelope with
     Retry-After, the other replica's get 200, none hangs; Ray starts a new
     replica and later requests all succeed."""
     settings = SETTINGS.replace(max_batch=1, retry_after_s=2)
     app = posepipe.ray.build_app(
-        FakePipeline(batch_delay_ms=500), settings, ray_settings=posepipe.ray.RayServeSettings(replicas=2, replica_cpus=0.25)
+        FakePipeline(batch_delay_ms=500, mark_dir=str(tmp_path)), settings,
+        ray_settings=posepipe.ray.RayServeSettings(replicas=2, replica_cpus=0.25),
     )
     serve.run(app, name="faulty", route_prefix="/faulty")
     url = cluster + "/faulty"
@@ -205,8 +206,11 @@ def test_a_killed_replica_costs_only_its_requests_and_is_replaced(cluster, share
         photo = _b64((shared_dir / "photos" / "hrnet_demo.jpg").read_bytes())
         with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
             pending = [pool.submit(client.post, url + ENDPOINT, json={"image": photo, "visualize": False}) for _ in range(8)]
-            time.sleep(0.8)  # every request is in a replica by now
             victim = before[0]
+            deadline = time.monotonic() + 30
+            while not (tmp_path / str(victim)).exists():  # it holds a request (the batch lasts 0.5 s)
+                assert time.monotonic() < deadline, "the replica got no request"
+                time.sleep(0.02)
             os.kill(victim, signal.SIGKILL)
             replies = [job.result(timeout=60) for job in pending]
         statuses = sorted(r.status_code for r in replies)

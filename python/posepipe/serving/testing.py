@@ -52,6 +52,7 @@ class FakePipeline:
         person_delay_ms: float = 0.0,
         noise_persons: int = 0,
         warning: str = "",
+        mark_dir: Optional[str] = None,
     ):
         self.first_call_delay_s = first_call_delay_ms / 1000.0
         self.batch_delay_s = batch_delay_ms / 1000.0
@@ -61,6 +62,9 @@ class FakePipeline:
         self.warning = warning
         # Images of these widths raise (to test how a failing batch is isolated).
         self.fail_widths = set(fail_widths)
+        # A file per process that has started detecting, so that a test can
+        # tell which Ray replicas hold requests (the file's name is the pid).
+        self.mark_dir = mark_dir
         self._busy = threading.Lock()
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -77,6 +81,8 @@ class FakePipeline:
         time.sleep(self.first_call_delay_s)
 
     def predict_boxes(self, frames: Sequence[Any], det_threshold: Optional[float] = None) -> List[np.ndarray]:
+        if self.mark_dir is not None:
+            open(os.path.join(self.mark_dir, str(os.getpid())), "a").close()
         with self._serial():
             time.sleep(self.batch_delay_s + self.image_delay_s * len(frames))
             return [self._boxes(frame.image, det_threshold) for frame in frames]
