@@ -18,6 +18,11 @@ ratios. Closed loop as benchmarks/serving.py (C clients back to back, the
 first C requests not counted, `visualize: false`); the load generator runs
 in this process and takes CPU from the servers (noted in the output).
 
+Without a model (FakePipeline), the Ray path against `posepipe serve` at
+concurrency 1, next to Ray Serve's own floor: an echo deployment one hop
+behind Ray's proxy, and one forwarding the body to a second (two hops, as
+posepipe's ingress and pipeline replica).
+
 Targets (issue 12): ray-1xT rps at concurrency 16 >= 0.85 x posepipe serve's;
 ray-1xT p50 - posepipe serve p50 <= 10 ms at concurrency 1; ray-2x1 rps >=
 1.7 x ray-1x1 at concurrency 16. Writes benchmarks/results/ray-serve-<stamp>.json.
@@ -53,7 +58,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="one round, fewer requests")
-    ap.add_argument("--only", choices=("overhead", "scaling"), help="run one of the two comparisons")
+    ap.add_argument("--only", choices=("overhead", "floor", "scaling"), help="run one of the comparisons")
     return ap.parse_args(argv)
 
 
@@ -105,7 +110,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     import posepipe
     import posepipe.ray
     from posepipe.serving import ServingSettings
-    from posepipe.serving.testing import ServerProcess, free_port
+    from posepipe.serving.testing import FakePipeline, ServerProcess, free_port
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class _Echo:
+        """Reads the body, answers its length: Ray Serve's floor."""
+
+        async def __call__(self, request: Any) -> Dict[str, int]:
+            return {"bytes": len(await request.body())}
+
+        async def length(self, body: bytes) -> Dict[str, int]:
+            return {"bytes": len(body)}
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class _Forward:
+        """The body on to another deployment, as posepipe's ingress sends the image file."""
+
+        def __init__(self, inner: Any):
+            self.inner = inner
+
+        async def __call__(self, request: Any) -> Dict[str, int]:
+            return await self.inner.length.remote(await request.body())
 
     settings = ServingSettings(max_batch=args.max_batch, max_queue=256, access_log=False, log_level="warning")
     ray.init(num_cpus=8, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -162,6 +187,32 @@ def main(argv: Optional[List[str]] = None) -> int:
             local.stop()
             local = None
             serve.delete("r1")
+        if args.only in (None, "floor"):
+            # What the Ray path costs without a model, and Ray Serve's own cost
+            # of one and two HTTP-to-replica hops with the same request body.
+            fake_local = ServerProcess.fake(work, {"max_batch": args.max_batch, "max_queue": 256,
+                                                   "access_log": False, "log_level": "warning"}).start(timeout=120)
+            try:
+                fake_app = posepipe.ray.build_app(
+                    FakePipeline(), settings, ray_settings=posepipe.ray.RayServeSettings(replicas=1, replica_cpus=1))
+                serve.run(fake_app, name="fake", route_prefix="/fake")
+                serve.run(_Echo.bind(), name="echo", route_prefix="/echo")
+                serve.run(_Forward.bind(_Echo.bind()), name="forward", route_prefix="/forward")
+                servers = {"fake posepipe serve": fake_local.url, "fake ray": ray_url + "/fake",
+                           "ray echo, 1 hop": ray_url + "/echo", "ray echo, 2 hops": ray_url + "/forward"}
+                for url in servers.values():
+                    asyncio.run(closed_loop(url, [{"image": p, "visualize": False} for p in photos * 2], 1, 0))
+                part = alternate(servers, [1], rounds, requests, photos)
+            finally:
+                fake_local.stop()
+            results.extend(part)
+            row = {r["server"]: r for r in part}
+            checks["p50 at c=1 in ms without a model (fake ray - fake posepipe serve)"] = round(
+                row["fake ray"]["p50_ms"] - row["fake posepipe serve"]["p50_ms"], 1)
+            checks["p50 at c=1 in ms of Ray Serve's own hops (echo: 1 hop, 2 hops)"] = [
+                round(row["ray echo, 1 hop"]["p50_ms"], 1), round(row["ray echo, 2 hops"]["p50_ms"], 1)]
+            for name in ("fake", "echo", "forward"):
+                serve.delete(name)
         if args.only in (None, "scaling"):
             servers = {"ray-1x1": deploy("one", "/one", 1, 1), "ray-2x1": deploy("two", "/two", 2, 1)}
             for url in servers.values():
@@ -179,11 +230,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta["loadavg_end"] = os.getloadavg()
 
     print(f"\nCPU: {meta['cpu']} ({meta['cores']} cores); load generator in the same process")
-    head = f"{'conc':>4}  {'server':<15} {'n':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'err':>4}"
+    head = f"{'conc':>4}  {'server':<20} {'n':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'err':>4}"
     print(head)
     print("-" * len(head))
     for r in results:
-        print(f"{r['concurrency']:>4}  {r['server']:<15} {r['requests']:>4} {r['rps']:>7.2f} {r['p50_ms']:>8.0f} "
+        print(f"{r['concurrency']:>4}  {r['server']:<20} {r['requests']:>4} {r['rps']:>7.2f} {r['p50_ms']:>8.0f} "
               f"{r['p90_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['errors']:>4}")
     for name, value in checks.items():
         print(f"{name}: {value}")

@@ -127,7 +127,7 @@ async def closed_loop(url: str, bodies: List[Dict[str, Any]], concurrency: int, 
                     r = await client.post(ENDPOINT, json=bodies[i])
                     statuses[i] = r.status_code
                     if r.status_code == 200:
-                        persons[i] = len(r.json()["result"]["persons"])
+                        persons[i] = len(r.json().get("result", {}).get("persons", ()))  # none: ray_serve.py's echo
                 except httpx.HTTPError:
                     statuses[i] = -1
                 latencies[i] = time.perf_counter() - started[i]
