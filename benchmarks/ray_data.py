@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ray_serve import cpu_name  # noqa: E402
+from run import machine  # noqa: E402
 from serving import PHOTOS, PIPELINE_YAML  # noqa: E402
 
 
@@ -120,7 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rate = images / min(runs)
         rows.append({"mode": name, "images": images, "seconds": [round(s, 2) for s in runs],
                      "images_per_s": round(rate, 2), "vs_local": round(rate / best_local, 3)})
-    print(f"\nCPU: {cpu_name()} ({os.cpu_count()} cores); {images} images; best of {args.rounds} rounds")
+    cpu = machine()
+    print(f"\nCPU: {cpu['cpu_summary']}; {images} images; best of {args.rounds} rounds")
     print(f"{'mode':<10} {'img/s':>7} {'x local':>8}  seconds")
     for row in rows:
         print(f"{row['mode']:<10} {row['images_per_s']:>7.2f} {row['vs_local']:>8.3f}  {row['seconds']}")
@@ -128,8 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"ray-data-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
-            "cores": os.cpu_count(), "threads": t, "ray": ray.__version__, "loadavg": os.getloadavg(),
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": cpu,
+            "threads": t, "ray": ray.__version__, "loadavg": os.getloadavg(),
             "command": " ".join(["benchmarks/ray_data.py", *(argv if argv is not None else sys.argv[1:])])}
     target.write_text(json.dumps({"meta": meta, "results": rows, "identical_files": identical}, indent=2))
     print(f"wrote {target}")

@@ -36,7 +36,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from typing import Any, Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from run import machine  # noqa: E402
 from serving import PHOTOS, PIPELINE_YAML, closed_loop, summarize  # noqa: E402
 
 
@@ -60,16 +60,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="one round, fewer requests")
     ap.add_argument("--only", choices=("overhead", "floor", "scaling"), help="run one of the comparisons")
     return ap.parse_args(argv)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def alternate(servers: Dict[str, str], levels: List[int], rounds: int, requests: int, photos: List[str]) -> List[Dict[str, Any]]:
@@ -140,8 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     local = None
     meta: Dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
+        "machine": machine(),
         "loadavg_start": os.getloadavg(),
         "ray": ray.__version__,
         "posepipe": posepipe.__version__,
@@ -229,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ray.shutdown()
     meta["loadavg_end"] = os.getloadavg()
 
-    print(f"\nCPU: {meta['cpu']} ({meta['cores']} cores); load generator in the same process")
+    print(f"\nCPU: {meta['machine']['cpu_summary']}; load generator in the same process")
     head = f"{'conc':>4}  {'server':<20} {'n':>4} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'err':>4}"
     print(head)
     print("-" * len(head))

@@ -25,7 +25,6 @@ import base64
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -218,14 +217,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             port, "/health", peer_env, work / "paddlex.log",
         ))
 
-    from posepipe.runtime.cpu import cpu_info
+    from run import machine  # the CPU model, ISA flags and cores, as every benchmark records them
 
-    cpu = cpu_info()
     results: List[Dict[str, Any]] = []
     meta: Dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu.model, "isa": cpu.isa(), "cpu_summary": cpu.summary(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": os.getloadavg()},
+        "machine": {**machine(), "loadavg_start": os.getloadavg()},
         "photos": PHOTOS,
         "visualize": args.visualize,
         "posepipe": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "version": posepipe.__version__},
@@ -276,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "p99": round(theirs["p99_ms"] / ours["p99_ms"], 2),
             }
     print()
-    print(f"CPU: {cpu.summary()}")
+    print(f"CPU: {meta['machine']['cpu_summary']}")
     print_table(results, speedups)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
