@@ -245,8 +245,7 @@ class KeypointResult(dict):
         name = Path(path).name if path else ""
         if name and self.get("frame_index") is not None:
             # A video's frames each get their own files: clip_000042_res.json ("camera:0" -> camera0_...).
-            stem, suffix = Path(name).stem.replace(":", ""), Path(name).suffix
-            name = f"{stem}_{int(self['frame_index']):06d}{suffix}"
+            name = frame_stem(Path(name).stem.replace(":", ""), self["frame_index"]) + Path(name).suffix
         if not name:
             # PaddleX's name for inputs without a file name: time and a random number,
             # drawn once per result so its json and image share it.

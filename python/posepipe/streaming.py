@@ -152,19 +152,15 @@ def predict_video(
             latest.close()
         return
     frames = _every(reader, options.stride)
-    if not pipeline.options.prefetch:
-        with contextlib.closing(frames):
-            for frame in frames:
-                yield loop.step(frame)
-        return
-    # Decoding runs ahead on a thread of its own. The models do not overlap:
-    # each already spreads over all cores, and running the detector of the
-    # next frame beside the keypoint model of this one (tried, 2-core VM,
-    # vtest) took 10% more CPU per frame, the two sessions' threads spinning
-    # against each other, and gave fewer frames per second.
-    staged = run_stages(frames, queue_size=DECODE_AHEAD, name="posepipe-video")
-    with contextlib.closing(staged):
-        for frame in staged:
+    if pipeline.options.prefetch:
+        # Decoding runs ahead on a thread of its own. The models do not overlap:
+        # each already spreads over all cores, and running the detector of the
+        # next frame beside the keypoint model of this one (tried, 2-core VM,
+        # vtest) took 10% more CPU per frame, the two sessions' threads spinning
+        # against each other, and gave fewer frames per second.
+        frames = run_stages(frames, queue_size=DECODE_AHEAD, name="posepipe-video")
+    with contextlib.closing(frames):
+        for frame in frames:
             yield loop.step(frame)
 
 

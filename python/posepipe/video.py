@@ -256,7 +256,7 @@ class PyAVReader(VideoReader):
         return VideoInfo(int(ctx.width), int(ctx.height), fps, count, self.video.is_live)
 
     def frames(self) -> Iterator[VideoFrame]:
-        av, name, stream = self._av, self.video.name, self._stream
+        av, name, stream, live = self._av, self.video.name, self._stream, self.info.live
         start_pts = stream.start_time
         time_base = stream.time_base
         first_time: Optional[float] = None
@@ -269,7 +269,7 @@ class PyAVReader(VideoReader):
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
-                if self.video.is_live:
+                if live:
                     raise InputError(name, f"the stream stopped after {index} frames ({_ffmpeg_message(e)})") from None
                 raise InputError(name, f"damaged: decoding failed after {index} frames ({_ffmpeg_message(e)})") from None
             captured_at = time.monotonic()
@@ -281,7 +281,7 @@ class PyAVReader(VideoReader):
             else:  # neither times nor a rate: the reading clock
                 first_capture = captured_at if first_capture is None else first_capture
                 seconds = captured_at - first_capture
-            if self.video.is_live:  # stream clocks start anywhere: count from the first frame
+            if live:  # stream clocks start anywhere: count from the first frame
                 first_time = seconds if first_time is None else first_time
                 seconds -= first_time
             yield VideoFrame(np.ascontiguousarray(image), index, seconds, captured_at)
@@ -290,7 +290,7 @@ class PyAVReader(VideoReader):
 
     def _check_complete(self, decoded: int) -> None:
         name, expected = self.video.name, self.info.frame_count
-        if self.video.is_live:
+        if self.info.live:
             raise InputError(name, f"the stream stopped after {decoded} frames")
         if decoded == 0:
             raise InputError(name, NO_FRAMES)

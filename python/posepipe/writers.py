@@ -15,7 +15,6 @@ video's frames into the two files of their video."""
 from __future__ import annotations
 
 import colorsys
-import json
 import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -98,7 +97,6 @@ class AnnotatedVideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = (int(width), int(height))
         self.live = live
-        self.frames = 0
         rate = Fraction(fps or FALLBACK_FPS).limit_denominator(1001000)
         self._av = av
         self._container = av.open(str(self.path), "w")
@@ -142,7 +140,6 @@ class AnnotatedVideoWriter:
         frame.pts, frame.time_base = pts, self._time_base
         self._container.mux(self._stream.encode(frame))
         self._last_pts = pts
-        self.frames += 1
 
     def close(self) -> None:
         if self._container is None:
@@ -161,11 +158,9 @@ class JsonLinesWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: Optional[IO[str]] = open(self.path, "w", encoding="utf-8")
-        self.frames = 0
 
     def write(self, result: KeypointResult) -> None:
-        self._file.write(json.dumps(result.json["res"], ensure_ascii=False) + "\n")
-        self.frames += 1
+        self._file.write(result.json_text(indent=None) + "\n")
 
     def close(self) -> None:
         if self._file is not None:

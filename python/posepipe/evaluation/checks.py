@@ -81,8 +81,8 @@ def check_dataset(
 def load_dataset(dataset_dir: PathLike, annotations: Optional[PathLike] = None) -> Tuple[KeypointDataset, DatasetReport]:
     """The dataset, checked (headers only: the evaluation decodes every image
     anyway), or a DatasetError listing its first errors."""
-    locate(dataset_dir, annotations)  # a missing folder or file: its own error, as is
-    report, dataset = inspect_dataset(dataset_dir, annotations, decode=False)
+    files = locate(dataset_dir, annotations)  # a missing folder or file: its own error, as is
+    report, dataset = _inspect(files, decode=False, limits=InputLimits())
     if dataset is None:
         errors = report.errors
         shown = "; ".join(str(p) for p in errors[:3])
@@ -100,6 +100,10 @@ def inspect_dataset(
         files = locate(dataset_dir, annotations)
     except DatasetError as e:
         return DatasetReport(None, problems=[Problem(ERROR, e.source, "", e.problem)]), None
+    return _inspect(files, decode, limits)
+
+
+def _inspect(files: DatasetFiles, decode: bool, limits: InputLimits) -> Tuple[DatasetReport, Optional[KeypointDataset]]:
     report = DatasetReport(files)
     checker = _Checker(files, report)
     coco = checker.read_json()
