@@ -133,7 +133,8 @@ def _predict(args: argparse.Namespace) -> int:
         options = given(PipelineOptions, args)
         PipelineOptions(**options)
         video_args = stream_arguments(args)
-        config = _config(args)
+        choice = from_args(PipelineChoice, args)
+        config = _config(args, choice.pipeline)
         cluster = from_args(RayCluster, args)
         ray_settings = from_args(RayBatchSettings, args)
     except ConfigError as e:
@@ -147,10 +148,9 @@ def _predict(args: argparse.Namespace) -> int:
     if cluster.ray:
         if video_args:
             raise UsageError(f"--{sorted(video_args)[0]} is for videos, which run without --ray")
-        return _predict_on_ray(args, config, options, threshold, cluster, ray_settings)
+        return _predict_on_ray(args, choice, config, options, threshold, cluster, ray_settings)
     with cli_logging(args.quiet):
         try:
-            choice = from_args(PipelineChoice, args)
             pipeline = create_pipeline(config=config.to_dict(), device=choice.device, use_hpip=choice.use_hpip, **options)
         except DeviceError as e:
             raise UsageError(str(e)) from None
@@ -201,6 +201,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _predict_on_ray(
     args: argparse.Namespace,
+    choice: PipelineChoice,
     config: PipelineConfig,
     options: dict,
     threshold: Optional[float],
@@ -217,15 +218,15 @@ def _predict_on_ray(
     from .ray.batch import check_sources
     from .ray.cli import batch_main
 
+    sources = list(iter_sources(args.input))  # expanded once: checked here, planned by run_batch
     try:
-        check_sources(iter_sources(args.input))
+        check_sources(sources)
     except InputError as e:
         raise UsageError(str(e)) from None
-    choice = from_args(PipelineChoice, args)
     with cli_logging(args.quiet):
         failed, total = batch_main(
             config.to_dict(),
-            args.input,
+            sources,
             args.save_path,
             cluster,
             settings,
@@ -261,11 +262,11 @@ def _save_folder(text: Optional[str]) -> Optional[Path]:
     )
 
 
-def _config(args: argparse.Namespace) -> PipelineConfig:
+def _config(args: argparse.Namespace, pipeline: str) -> PipelineConfig:
     """The pipeline config with the command line's overrides applied. A model
     directory given on the command line brings its own model name (from its
     inference.yml), so the config's name for another model is not kept."""
-    config = load_config(from_args(PipelineChoice, args).pipeline, None)
+    config = load_config(pipeline, None)
     det, kpt = config.detector, config.keypoints
     if args.det_model_dir is not None:
         det.model_dir = args.det_model_dir

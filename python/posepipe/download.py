@@ -37,6 +37,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from . import __version__
+
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 16
 
@@ -82,7 +84,7 @@ class DownloadPolicy:
     max_redirects: int = 5
     allow_private: bool = True  # False: the address guard is on
     idle_timeout_s: Optional[float] = None  # longest silence of the socket; None: timeout_s
-    user_agent: str = "posepipe"
+    user_agent: str = f"posepipe/{__version__}"
     accept: str = "image/*, */*;q=0.5"
 
     def __post_init__(self) -> None:

@@ -294,11 +294,7 @@ def _decode_tiff(data: bytes, name: str) -> np.ndarray:
 
 
 def _download(url: str, limits: InputLimits) -> bytes:
-    from . import __version__
-
-    policy = DownloadPolicy(
-        timeout_s=limits.url_timeout, max_bytes=limits.max_bytes, user_agent=f"posepipe/{__version__}"
-    )
+    policy = DownloadPolicy(timeout_s=limits.url_timeout, max_bytes=limits.max_bytes)
     try:
         return fetch_bytes(url, policy)
     except DownloadError as e:

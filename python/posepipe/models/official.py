@@ -210,13 +210,10 @@ def _resolve_inside(path: str, symlinks: Dict[str, str], follow_last: bool, hops
 
 def _fetch(url: str, target: Path) -> None:
     hint = "set model_dir in the pipeline config to a local model directory, or POSEPIPE_MODEL_BASE_URL to a mirror"
-    from .. import __version__
-
     policy = DownloadPolicy(
         timeout_s=DOWNLOAD_DEADLINE_S,
         idle_timeout_s=DOWNLOAD_IDLE_TIMEOUT_S,
         max_bytes=MAX_DOWNLOAD_BYTES,
-        user_agent=f"posepipe/{__version__}",
         accept="*/*",
     )
     bar = _NoBar()

@@ -35,8 +35,7 @@ from ..config import PIPELINE_NAME, check_threshold, load_config
 from ..errors import InputError
 from ..io import Source, iter_sources
 from ..result import KeypointResult, SaveNames
-from .serve import portable_config
-from .settings import RayBatchSettings, threads_for
+from .settings import RayBatchSettings, portable_config, threads_for
 
 log = logging.getLogger("posepipe")
 

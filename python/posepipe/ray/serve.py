@@ -34,7 +34,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
-from ..config import PIPELINE_NAME, load_config
+from ..config import PIPELINE_NAME
 from ..errors import InputError
 from ..io import Frame
 from ..serving import inputs, logs
@@ -45,7 +45,7 @@ from ..serving.errors import ApiError
 from ..serving.responses import result_payload
 from ..serving.settings import ServingSettings
 from ..serving.stage_calls import run_frames
-from .settings import RayServeSettings, threads_for
+from .settings import RayServeSettings, portable_config, threads_for
 
 log = logging.getLogger("posepipe.serving")
 
@@ -271,16 +271,6 @@ def builder_args(args: Mapping[str, Any]) -> Dict[str, Any]:
             f"use_hpip, settings, pipeline_options, {', '.join(RayServeSettings.__dataclass_fields__)}"
         )
     return built
-
-
-def portable_config(pipeline: PipelineSpec) -> Dict[str, Any]:
-    """The pipeline config as a dict with absolute model_dir paths, so that a
-    replica in another working folder (or on another node) reads the same one."""
-    config = load_config(None, dict(pipeline)) if isinstance(pipeline, Mapping) else load_config(pipeline, None)
-    for module in (config.detector, config.keypoints):
-        if module.model_dir is not None:
-            module.model_dir = os.path.abspath(os.fspath(module.model_dir))
-    return config.to_dict()
 
 
 def _number(value: Any) -> Any:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
+from ..config import load_config
 from ..errors import ConfigError
 from ..flags import setting
 
@@ -126,6 +127,17 @@ def threads_for(cpus: Optional[float], pipeline_options: Dict[str, Any]) -> "tup
         paths = [_absolute(c) for c in (calibration if many else [calibration])]
         options["calibration"] = paths if many else paths[0]
     return reserved, options
+
+
+def portable_config(pipeline: Any) -> Dict[str, Any]:
+    """The pipeline config (a name, YAML path or config dict) as a dict with
+    absolute model_dir paths, so that a worker in another working folder (or
+    on another node) reads the same one."""
+    config = load_config(None, dict(pipeline)) if isinstance(pipeline, Mapping) else load_config(pipeline, None)
+    for module in (config.detector, config.keypoints):
+        if module.model_dir is not None:
+            module.model_dir = _absolute(module.model_dir)
+    return config.to_dict()
 
 
 def _absolute(item: Any) -> Any:

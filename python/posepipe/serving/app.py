@@ -81,7 +81,6 @@ class ServingRuntime:
             max_bytes=settings.max_image_bytes,
             max_redirects=settings.max_redirects,
             allow_private=settings.allow_private_urls,
-            user_agent=f"posepipe/{__version__}",
         )
         self.visualize_default = visualize_default
         self.status = "starting"  # starting | loading | warming up | ready | failed | shutting down

@@ -87,7 +87,6 @@ class LocalEngine:
         s = self.settings
         self._infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-infer")
         self._image_pool = runtime.decode_pool
-        self._limits = runtime.limits
         metrics = runtime.metrics
         self.batcher = Batcher(
             self,
