@@ -13,8 +13,9 @@ Both program formats are read for what they are:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, FrozenSet, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from ..errors import ModelError
 
@@ -25,28 +26,40 @@ _BLOCK_VARS, _VAR_NAME, _VAR_TYPE, _TYPE_LOD_TENSOR, _LOD_TENSOR, _TENSOR_DIMS =
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 
-def program_op_types(path: Path) -> FrozenSet[str]:
-    """The op type names of the program at `path` (`.json` PIR or `.pdmodel`
-    legacy), e.g. {"conv2d", "nearest_interp_v2", ...}; ModelError if the file
-    is not a program of its format."""
+@dataclass(frozen=True)
+class ProgramFacts:
+    ops: FrozenSet[str]  # op type names, e.g. {"conv2d", "nearest_interp_v2", ...}
+    # (h, w) of the `image` input ([N, C, H, W]) when both are fixed; None when
+    # dynamic or not found (then nothing is checked, and the backend reports
+    # what it meets).
+    input_hw: Optional[Tuple[int, int]]
+
+
+def read_program(path: Path) -> ProgramFacts:
+    """What the program at `path` (`.json` PIR or `.pdmodel` legacy) holds,
+    from one read and one parse; ModelError if the file is not a program of
+    its format."""
     data = path.read_bytes()
     if path.suffix == ".json":
-        return _pir_op_types(data, path)
-    return _legacy_op_types(data, path)
+        try:
+            program = json.loads(data)["program"]
+        except (ValueError, KeyError, TypeError):
+            raise ModelError(f"{path}: not a Paddle PIR program (expected JSON with a 'program' object)") from None
+        ops = frozenset(op["#"].split(".", 1)[-1] for op in _pir_ops(program))
+        dims = _guarded(lambda: _pir_input_dims(program))
+    else:
+        ops = _legacy_op_types(data, path)
+        dims = _guarded(lambda: _legacy_input_dims(data))
+    if dims is None or len(dims) != 4 or dims[2] <= 0 or dims[3] <= 0:
+        return ProgramFacts(ops, None)
+    return ProgramFacts(ops, (int(dims[2]), int(dims[3])))
 
 
-def program_input_hw(path: Path) -> Optional[Tuple[int, int]]:
-    """(h, w) of the program's `image` input ([N, C, H, W]) when both are
-    fixed; None when they are dynamic or the declaration is not found (then
-    nothing is checked, and the backend reports what it meets)."""
-    data = path.read_bytes()
+def _guarded(read_dims: Callable[[], Optional[List[int]]]) -> Optional[List[int]]:
     try:
-        dims = _pir_input_dims(json.loads(data)["program"]) if path.suffix == ".json" else _legacy_input_dims(data)
+        return read_dims()
     except (ValueError, KeyError, TypeError, StopIteration):
         return None
-    if dims is None or len(dims) != 4 or dims[2] <= 0 or dims[3] <= 0:
-        return None
-    return int(dims[2]), int(dims[3])
 
 
 def _pir_input_dims(program: Any) -> Optional[List[int]]:
@@ -74,14 +87,6 @@ def _legacy_input_dims(data: bytes) -> Optional[List[int]]:
         dims = [v for f, v in _fields(tensor) if f == _TENSOR_DIMS]  # int64 varints: -1 is 2^64 - 1
         return [d - (1 << 64) if d >= 1 << 63 else d for d in dims]
     return None
-
-
-def _pir_op_types(data: bytes, path: Path) -> FrozenSet[str]:
-    try:
-        program = json.loads(data)["program"]
-    except (ValueError, KeyError, TypeError):
-        raise ModelError(f"{path}: not a Paddle PIR program (expected JSON with a 'program' object)") from None
-    return frozenset(op["#"].split(".", 1)[-1] for op in _pir_ops(program))
 
 
 def _pir_ops(node: Any) -> Iterator[dict]:

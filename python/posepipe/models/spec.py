@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 
 from ..errors import ModelError
-from .program import program_input_hw, program_op_types
+from .program import read_program
 
 DETECTOR = "detector"
 KEYPOINT = "keypoint"
@@ -138,7 +138,7 @@ def load_model_spec(model_dir, kind: Optional[str] = None, model_name: Optional[
         raise ModelError(f"{model_dir}/{layout.yml}: label_list must be a list")
     arch = cfg.get("arch")
 
-    ops = program_op_types(program)
+    facts = read_program(program)
     spec = ModelSpec(
         model_dir=model_dir,
         model_name=named if isinstance(named, str) and named else model_name or model_dir.resolve().name,
@@ -149,9 +149,9 @@ def load_model_spec(model_dir, kind: Optional[str] = None, model_name: Optional[
         params_path=params,
         detector=detector,
         keypoint=keypoint,
-        has_leaky_relu="leaky_relu" in ops,
+        has_leaky_relu="leaky_relu" in facts.ops,
         hpi_dynamic_shapes=_hpi_dynamic_shapes(cfg.get("Hpi")),
-        input_hw=program_input_hw(program),
+        input_hw=facts.input_hw,
     )
     _check_input_size(spec, model_dir / layout.yml)
     if kind is not None and spec.kind != kind:
