@@ -38,7 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .stage_calls import Stages, best, isolated
+from .stage_calls import Stages, best, finish, isolated
 
 log = logging.getLogger("posepipe.serving")
 
@@ -280,12 +280,7 @@ class Batcher:
     def _finish(self, job: _Job) -> None:
         if job.future.done():
             return
-        keypoints = np.concatenate(job.keypoints, axis=0) if job.keypoints else np.zeros((0, 17, 3), np.float32)
-        try:
-            result = self._stages.build_result(job.frame, job.boxes, keypoints)
-        except Exception as e:  # noqa: BLE001 - answered as this request's failure
-            result = e
-        _settle(job, result)
+        _settle(job, finish(self._stages, job.frame, job.boxes, job.keypoints))
 
     async def _run_isolated(self, call: Callable[[list], Sequence[Any]], items: list) -> List[Any]:
         """stages.isolated(call, items) on the pipeline thread."""

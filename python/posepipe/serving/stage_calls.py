@@ -112,14 +112,17 @@ def run_frames(
                 outcomes[i] = found
             else:
                 keypoints[i].append(np.asarray(found))
-    results: List[Any] = []
-    for frame, boxes, parts in zip(frames, outcomes, keypoints):
-        if isinstance(boxes, BaseException):
-            results.append(boxes)
-            continue
-        found = np.concatenate(parts, axis=0) if parts else np.zeros((0, 17, 3), np.float32)
-        try:
-            results.append(stages.build_result(frame, boxes, found))
-        except Exception as e:  # noqa: BLE001 - this frame's failure
-            results.append(e)
-    return results
+    return [
+        boxes if isinstance(boxes, BaseException) else finish(stages, frame, boxes, parts)
+        for frame, boxes, parts in zip(frames, outcomes, keypoints)
+    ]
+
+
+def finish(stages: Stages, frame: Any, boxes: np.ndarray, keypoint_parts: List[np.ndarray]) -> Any:
+    """A frame's result from its boxes and its keypoint steps' parts, or the
+    exception that failed it."""
+    found = np.concatenate(keypoint_parts, axis=0) if keypoint_parts else np.zeros((0, 17, 3), np.float32)
+    try:
+        return stages.build_result(frame, boxes, found)
+    except Exception as e:  # noqa: BLE001 - this frame's failure
+        return e
