@@ -27,12 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import machine  # noqa: E402
+from measure import alternate  # noqa: E402
+from run import fill_folder, machine  # noqa: E402
 from serving import PHOTOS, PIPELINE_YAML  # noqa: E402
 
 
@@ -81,10 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     config.write_text(PIPELINE_YAML.format(models=models))
     folder = work / "photos"
     folder.mkdir()
-    for copy in range(args.copies):
-        for name in PHOTOS:
-            shutil.copy(shared / "photos" / name, folder / f"{copy:03d}_{name}")
-    images = args.copies * len(PHOTOS)
+    images = fill_folder(folder, shared / "photos", PHOTOS, args.copies)
     t = args.threads
 
     import ray
@@ -97,16 +95,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"ray-1x{t}": lambda out: ray_run(config, folder, out, 1, t),
         f"ray-{t}x1": lambda out: ray_run(config, folder, out, t, 1),
     }
-    seconds: Dict[str, List[float]] = {name: [] for name in modes}
     outputs: Dict[str, List[Path]] = {name: [] for name in modes}
+
+    def timed(name: str) -> Callable[[], float]:
+        def run() -> float:
+            out = work / f"out-{name}-{len(outputs[name])}"
+            outputs[name].append(out)
+            took = modes[name](out)
+            print(f"round {len(outputs[name])}/{args.rounds} {name}: {images} images in {took:.1f} s", flush=True)
+            return took
+
+        return run
+
     try:
-        names = list(modes)
-        for r in range(args.rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
-                out = work / f"out-{name}-{r}"
-                seconds[name].append(modes[name](out))
-                outputs[name].append(out)
-                print(f"round {r + 1}/{args.rounds} {name}: {images} images in {seconds[name][-1]:.1f} s", flush=True)
+        seconds = alternate({name: timed(name) for name in modes}, rounds=args.rounds, warmup=0, settle_s=0.0)
     finally:
         ray.shutdown()
     reference = outputs["local"][0]

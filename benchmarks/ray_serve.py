@@ -40,11 +40,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from measure import alternate  # noqa: E402
 from run import machine  # noqa: E402
 from serving import PHOTOS, PIPELINE_YAML, closed_loop, summarize  # noqa: E402
 
@@ -62,21 +63,25 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def alternate(servers: Dict[str, str], levels: List[int], rounds: int, requests: int, photos: List[str]) -> List[Dict[str, Any]]:
+def alternate_servers(
+    servers: Dict[str, str], levels: List[int], rounds: int, requests: int, photos: List[str]
+) -> List[Dict[str, Any]]:
     """Rounds over `servers` (name -> URL), the order flipped each round; a summary per server and level."""
     results = []
-    names = list(servers)
     for concurrency in levels:
         count = requests or max(12, 3 * concurrency)
         bodies = [{"image": photos[i % len(photos)], "visualize": False} for i in range(concurrency + count)]
-        runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
-        for r in range(rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
-                run = asyncio.run(closed_loop(servers[name], bodies, concurrency, concurrency))
-                runs[name].append(run)
-                print(f"  c={concurrency} round {r + 1}/{rounds} {name}: {count} requests in {run['seconds']:.1f} s",
-                      flush=True)
-        results.extend(summarize(name, concurrency, runs[name]) for name in names)
+
+        def closed(name: str) -> Callable[[], Dict[str, Any]]:
+            def run() -> Dict[str, Any]:
+                done = asyncio.run(closed_loop(servers[name], bodies, concurrency, concurrency))
+                print(f"  c={concurrency} {name}: {count} requests in {done['seconds']:.1f} s", flush=True)
+                return done
+
+            return run
+
+        runs = alternate({name: closed(name) for name in servers}, rounds=rounds, warmup=0, settle_s=0.0)
+        results.extend(summarize(name, concurrency, runs[name]) for name in servers)
     return results
 
 
@@ -153,20 +158,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             return ray_url + prefix
 
         if args.only in (None, "overhead"):
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(Path(posepipe.__file__).parents[1]), env.get("PYTHONPATH", "")])
-            local_port = free_port()
-            local = ServerProcess(
-                [sys.executable, "-m", "posepipe", "serve", "--pipeline", str(config), "--device", "cpu",
-                 "--host", "127.0.0.1", "--port", str(local_port), "--max_batch", str(args.max_batch),
-                 "--max_queue", "256", "--cpu_threads", str(args.threads), "--log_level", "warning", "--no_access_log"],
-                work / "posepipe.log", local_port, env=env,
+            local = ServerProcess.cli(
+                work, ["--pipeline", str(config), "--device", "cpu", "--max_batch", str(args.max_batch),
+                       "--max_queue", "256", "--cpu_threads", str(args.threads), "--log_level", "warning",
+                       "--no_access_log"], name="posepipe",
             ).start(timeout=300)
             name_t = f"ray-1x{args.threads}"
             servers = {"posepipe serve": local.url, name_t: deploy("r1", "/r1", 1, args.threads)}
             for url in servers.values():  # warm both
                 asyncio.run(closed_loop(url, [{"image": p, "visualize": False} for p in photos * 2], 4, 0))
-            part = alternate(servers, [1, 16], rounds, requests, photos)
+            part = alternate_servers(servers, [1, 16], rounds, requests, photos)
             results.extend(part)
             row = {(r["server"], r["concurrency"]): r for r in part}
             checks["rps ratio at c=16 (ray-1xT / posepipe serve), target >= 0.85"] = round(
@@ -191,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "ray echo, 1 hop": ray_url + "/echo", "ray echo, 2 hops": ray_url + "/forward"}
                 for url in servers.values():
                     asyncio.run(closed_loop(url, [{"image": p, "visualize": False} for p in photos * 2], 1, 0))
-                part = alternate(servers, [1], rounds, requests, photos)
+                part = alternate_servers(servers, [1], rounds, requests, photos)
             finally:
                 fake_local.stop()
             results.extend(part)
@@ -206,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             servers = {"ray-1x1": deploy("one", "/one", 1, 1), "ray-2x1": deploy("two", "/two", 2, 1)}
             for url in servers.values():
                 asyncio.run(closed_loop(url, [{"image": p, "visualize": False} for p in photos * 2], 4, 0))
-            part = alternate(servers, [16], rounds, requests, photos)
+            part = alternate_servers(servers, [16], rounds, requests, photos)
             results.extend(part)
             row = {r["server"]: r for r in part}
             checks["rps ratio at c=16 (ray-2x1 / ray-1x1), target >= 1.7"] = round(
