@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -31,6 +30,7 @@ from .runtime.hpi_config import merge_hpi_configs, parse_hpi_config
 from .runtime.memory import tune_glibc_malloc
 from .runtime.plan import ModelPlan, plan_backend
 from .runtime.tuning import tuned_keypoint_batch
+from .stages import read_ahead
 from .streaming import StreamOptions, predict_sources
 
 log = logging.getLogger("posepipe")
@@ -207,13 +207,8 @@ class KeypointPipeline:
             for batch in batches:
                 yield from self._run_batch(read(batch), det_threshold, raise_errors=single)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-decode") as pool:
-            pending = pool.submit(read, batches[0])
-            for i in range(len(batches)):
-                items = pending.result()
-                if i + 1 < len(batches):
-                    pending = pool.submit(read, batches[i + 1])
-                yield from self._run_batch(items, det_threshold, raise_errors=single)
+        for items in read_ahead(batches, read, "posepipe-decode"):
+            yield from self._run_batch(items, det_threshold, raise_errors=single)
 
     __call__ = predict
 

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterable, Iterator, List, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, List, Sequence, TypeVar
+
+_Batch = TypeVar("_Batch")
+_Read = TypeVar("_Read")
 
 _POLL_S = 0.05  # how often a blocked thread looks whether the run was stopped
 _JOIN_S = 30.0  # longest wait for a thread to finish its current item at the end of a run
@@ -61,6 +65,20 @@ def run_stages(
         stop.set()
         for thread in threads:
             thread.join(_JOIN_S)
+
+
+def read_ahead(batches: Sequence[_Batch], read: Callable[[_Batch], _Read], name: str) -> Iterator[_Read]:
+    """read(batch) for each batch, in order, the next batch read on a thread
+    of its own while the caller works on this one: one batch ahead, no more."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
+        pending = pool.submit(read, batches[0])
+        for i in range(len(batches)):
+            done = pending.result()
+            if i + 1 < len(batches):
+                pending = pool.submit(read, batches[i + 1])
+            yield done
 
 
 def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:

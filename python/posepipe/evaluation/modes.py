@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import ModelError
 from ..io import Frame, InputFailure, InputLimits, iter_frames
+from ..stages import read_ahead
 from .dataset import ImageEntry, KeypointDataset
 from .settings import DETECTION, E2E, GT_BOXES, EvalSettings
 
@@ -61,14 +61,9 @@ def run_modes(pipeline, dataset: KeypointDataset, settings: EvalSettings, progre
     limits = pipeline.options.input_limits
     chunks = [dataset.images[i : i + CHUNK_IMAGES] for i in range(0, len(dataset.images), CHUNK_IMAGES)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-eval-decode") as pool, tqdm(
-        total=len(dataset.images), unit="img", file=sys.stderr, disable=not progress, desc="posepipe eval"
-    ) as bar:
-        pending = pool.submit(_read, chunks[0], limits) if chunks else None
-        for index, chunk in enumerate(chunks):
-            read = pending.result()
-            if index + 1 < len(chunks):
-                pending = pool.submit(_read, chunks[index + 1], limits)
+    reads = read_ahead(chunks, lambda chunk: _read(chunk, limits), "posepipe-eval-decode")
+    with tqdm(total=len(dataset.images), unit="img", file=sys.stderr, disable=not progress, desc="posepipe eval") as bar:
+        for read, chunk in zip(reads, chunks):  # reads first: it ends, and frees its thread, with the last chunk
             entries, frames = [], []
             for entry, frame in zip(chunk, read):
                 if isinstance(frame, InputFailure):
