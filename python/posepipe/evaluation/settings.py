@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ..config import check_threshold
 from ..errors import ConfigError
 from ..flags import setting
 
@@ -41,12 +42,11 @@ class EvalSettings:
     worst: int = setting(5, help="how many of the worst images to list (and, with --save_path, draw)")
 
     def __post_init__(self) -> None:
-        for name in ("det_threshold", "detection_min_score"):
-            value = getattr(self, name)
-            if value is None and name == "det_threshold":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 <= value <= 1):
-                raise ConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
+        # The pipeline's own rule for det_threshold, as predict applies it.
+        object.__setattr__(self, "det_threshold", check_threshold(self.det_threshold, "det_threshold"))
+        value = self.detection_min_score  # a floor for the detector's boxes: no None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 <= value <= 1):
+            raise ConfigError(f"detection_min_score must be a number between 0 and 1, got {value!r}")
         if isinstance(self.modes, (list, tuple)):
             object.__setattr__(self, "modes", tuple(self.modes))
         if not isinstance(self.modes, tuple) or not self.modes or any(m not in MODES for m in self.modes):
