@@ -139,9 +139,9 @@ def _predict(args: argparse.Namespace) -> int:
         ray_settings = from_args(RayBatchSettings, args)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    ray_flags = sorted(given(RayBatchSettings, args)) + (["ray_address"] if cluster.ray_address else [])
-    if ray_flags and not cluster.ray:
-        raise UsageError(f"--{ray_flags[0]} needs --ray")
+    misplaced = cluster.flag_needing_ray(given(RayBatchSettings, args))
+    if misplaced:
+        raise UsageError(f"--{misplaced} needs --ray")
     if cluster.ray and args.save_path is None:
         raise UsageError("--ray needs --save_path: the results are saved there, not printed")
     save_path = _save_folder(args.save_path)

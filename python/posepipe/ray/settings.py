@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 from ..config import load_config
 from ..errors import ConfigError
@@ -37,6 +37,14 @@ class RayCluster:
     def __post_init__(self) -> None:
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
             raise ConfigError(f"RayCluster.ray_address must be a non-empty string or None, got {self.ray_address!r}")
+
+    def flag_needing_ray(self, ray_flags_given: Iterable[str]) -> Optional[str]:
+        """The first Ray flag given without --ray (the names of a Ray
+        settings class's fields that were given), or None."""
+        if self.ray:
+            return None
+        flags = sorted(ray_flags_given) + (["ray_address"] if self.ray_address else [])
+        return flags[0] if flags else None
 
 
 @dataclass(frozen=True)

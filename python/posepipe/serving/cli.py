@@ -50,9 +50,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ray_settings = from_args(RayServeSettings, args)
     except ValueError as e:  # the dataclasses' own checks (ConfigError is a ValueError)
         parser.error(str(e))
-    ray_flags = sorted(given(RayServeSettings, args)) + (["ray_address"] if cluster.ray_address else [])
-    if ray_flags and not cluster.ray:
-        parser.error(f"--{ray_flags[0]} needs --ray")
+    misplaced = cluster.flag_needing_ray(given(RayServeSettings, args))
+    if misplaced:
+        parser.error(f"--{misplaced} needs --ray")
     if cluster.ray and settings.port == 0:
         parser.error("--ray needs a --port number: Ray Serve's proxy cannot pick a free one")
 
